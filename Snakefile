@@ -1,0 +1,1 @@
+# microarch workflow (placeholder until the workflow issue lands)

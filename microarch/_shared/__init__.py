@@ -1,0 +1,1 @@
+"""Helpers shared by every microarch subpackage (validation, spacing, threads)."""

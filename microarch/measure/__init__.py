@@ -1,0 +1,43 @@
+"""Measure bone structure: masks (and grey images) in, numbers and maps out.
+
+Every function takes ``spacing=`` (mm, scalar or per axis z, y, x) as a keyword and returns
+physical units: lengths in mm, Tb.N in 1/mm, Conn.D in 1/mm³, densities in mg HA/cm³.
+Thickness values are diameters. Degenerate inputs (empty mask, empty ROI) give NaN and a
+:class:`DegenerateInputWarning` saying why.
+
+Submodules load on first use, so ``from microarch import measure`` stays cheap.
+"""
+
+import importlib
+
+from microarch._shared.validation import DegenerateInputWarning
+
+# public name -> private module that defines it
+_EXPORTS = {
+    "local_thickness": "_thickness",
+    "thickness_statistics": "_thickness",
+    "euler_characteristic": "_connectivity",
+    "connectivity_density": "_connectivity",
+    "trabecular_number": "_number",
+    "structure_model_index": "_smi",
+    "trabecular": "_trabecular",
+    "plate_rod": "_plate_rod",
+    "density": "_density",
+    "cortical": "_cortical",
+}
+
+__all__ = ["DegenerateInputWarning", *_EXPORTS]
+
+
+def __getattr__(name):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)
