@@ -1,0 +1,135 @@
+"""Local thickness: kernel == brute-force oracle, plates exact, conventions, edges."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from microarch import measure
+from microarch.measure import _thickness
+from microarch._shared.threads import threads
+
+from oracles import local_thickness_bonej, local_thickness_continuous
+
+small_volumes = arrays(bool, st.tuples(*[st.integers(1, 6)] * 3), elements=st.booleans())
+spacings = st.one_of(
+    st.just(1.0),
+    st.tuples(*[st.sampled_from([0.5, 0.8, 1.0, 1.3])] * 3),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(small_volumes, spacings, st.sampled_from(["continue", "background"]))
+def test_continuous_equals_oracle(mask, spacing, edge):
+    if edge == "continue" and mask.all():
+        return  # unbounded, tested separately
+    got = measure.local_thickness(mask, spacing=spacing, edge=edge)
+    expected = local_thickness_continuous(mask, spacing, edge)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(small_volumes, spacings)
+def test_bonej_before_clean_up_equals_oracle(mask, spacing):
+    if mask.all():
+        return
+    spacing_t = _thickness.as_spacing(spacing)
+    got = _thickness._ball_radius_sq(mask, spacing_t, convention="bonej", edge="continue")
+    got = 2 * np.sqrt(got)
+    np.testing.assert_allclose(got, local_thickness_bonej(mask, spacing), rtol=1e-5, atol=1e-6)
+
+
+def test_random_volumes_larger_than_hypothesis():
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        mask = rng.random((9, 8, 10)) < 0.6
+        got = measure.local_thickness(mask, spacing=(0.9, 1.0, 1.1))
+        np.testing.assert_allclose(got, local_thickness_continuous(mask, (0.9, 1.0, 1.1)),
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("spacing", [0.082, (0.1, 0.06, 0.07)])
+def test_plates_measure_exactly_n_voxels(axis, spacing):
+    h = np.broadcast_to(spacing, 3)[axis]
+    for n in range(1, 13):
+        shape = [12, 12, 12]
+        shape[axis] = n + 6
+        mask = np.zeros(shape, bool)
+        index = [slice(None)] * 3
+        index[axis] = slice(3, 3 + n)
+        mask[tuple(index)] = True
+        lt = measure.local_thickness(mask, spacing=spacing)
+        assert np.allclose(lt[mask], n * h, rtol=1e-6), (n, np.unique(lt[mask]))
+        assert np.all(lt[~mask] == 0)
+
+
+def test_bonej_parity_convention():
+    for n in range(1, 8):
+        mask = np.zeros((n + 6, 10, 10), bool)
+        mask[3 : 3 + n] = True
+        lt = measure.local_thickness(mask, spacing=1.0, convention="bonej")
+        assert np.allclose(lt[mask], n + (n % 2))
+
+
+def test_plate_lattice_thickness_and_separation():
+    period, t = 10, 3
+    lines = (np.arange(60) % period >= 3) & (np.arange(60) % period < 3 + t)
+    mask = np.broadcast_to(lines[:, None, None], (60, 16, 16)).copy()
+    h = 0.061
+    tb_th = measure.local_thickness(mask, spacing=h)
+    tb_sp = measure.local_thickness(~mask, spacing=h)
+    assert np.allclose(tb_th[mask], t * h)
+    # the marrow layers cut by the image border continue beyond it (edge="continue")
+    inner = ~mask
+    inner[:3] = inner[-4:] = False
+    assert np.allclose(tb_sp[inner], (period - t) * h)
+
+
+def test_edge_background_thins_structures_at_the_border():
+    mask = np.ones((6, 20, 20), bool)
+    lt = measure.local_thickness(mask, spacing=1.0, edge="background")
+    assert lt.max() == pytest.approx(6.0)
+    with pytest.warns(measure.DegenerateInputWarning, match="fills the image"):
+        assert np.isnan(measure.local_thickness(mask, spacing=1.0)).all()
+
+
+def test_slabs_give_the_same_map(monkeypatch):
+    rng = np.random.default_rng(2)
+    mask = rng.random((40, 24, 24)) < 0.55
+    whole = measure.local_thickness(mask, spacing=(0.9, 1.0, 1.0))
+    monkeypatch.setattr(_thickness, "_SLAB_BYTES_PER_VOXEL", 0)
+    sliced = measure.local_thickness(mask, spacing=(0.9, 1.0, 1.0))
+    np.testing.assert_array_equal(whole, sliced)
+
+
+def test_threads_agree_and_input_untouched():
+    rng = np.random.default_rng(5)
+    mask = rng.random((32, 30, 28)) < 0.5
+    copy = mask.copy()
+    with threads(1):
+        one = measure.local_thickness(mask, spacing=0.1)
+    with threads(2):
+        two = measure.local_thickness(mask, spacing=0.1)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(mask, copy)
+    assert one.dtype == np.float32
+
+
+def test_empty_and_invalid_inputs():
+    empty = np.zeros((5, 5, 5), bool)
+    assert not measure.local_thickness(empty, spacing=1).any()
+    with pytest.raises(ValueError, match="convention"):
+        measure.local_thickness(empty, spacing=1, convention="scanco")
+    with pytest.raises(ValueError, match="positive"):
+        measure.local_thickness(empty, spacing=-1)
+    with pytest.raises(ValueError, match="NaN"):
+        measure.local_thickness(np.full((3, 3, 3), np.nan), spacing=1)
+
+
+def test_statistics():
+    stats = measure.thickness_statistics(np.array([0.0, 1.0, 2.0, 3.0]))
+    assert stats["mean"] == 2.0 and stats["max"] == 3.0 and stats["n"] == 3
+    assert stats["sd"] == pytest.approx(1.0)
+    assert measure.thickness_statistics(np.zeros(3))["n"] == 0
