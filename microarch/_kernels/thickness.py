@@ -87,39 +87,54 @@ def _envelope(f, n, step, edge_sites, out, pos, val, v, z):
         out[q] = val[p] + d * d
 
 
+_BLOCK = 16  # columns gathered together so that strided passes read whole cache lines
+
+
 @njit(parallel=True)
 def _pass_axis(arr, axis, step, edge_sites):
     """In-place squared-distance pass of ``arr`` (3-D float32) along ``axis``."""
     n0, n1, n2 = arr.shape
-    if axis == 0:
-        n, a, b = n0, n1, n2
-    elif axis == 1:
-        n, a, b = n1, n0, n2
-    else:
-        n, a, b = n2, n0, n1
-    for row in prange(a):
-        f = np.empty(n, np.float64)
+    if axis == 2:
+        for row in prange(n0 * n1):
+            a, b = row // n1, row % n1
+            f = np.empty(n2, np.float64)
+            out = np.empty(n2, np.float64)
+            pos = np.empty(n2 + 3, np.float64)
+            val = np.empty(n2 + 3, np.float64)
+            v = np.empty(n2 + 3, np.int64)
+            z = np.empty(n2 + 4, np.float64)
+            for q in range(n2):
+                f[q] = arr[a, b, q]
+            _envelope(f, n2, step, edge_sites, out, pos, val, v, z)
+            for q in range(n2):
+                arr[a, b, q] = out[q]
+        return
+    # axis 0 or 1: lines run across rows; gather _BLOCK neighbouring lines at once
+    n = n0 if axis == 0 else n1
+    outer = n1 if axis == 0 else n0
+    n_blocks = (n2 + _BLOCK - 1) // _BLOCK
+    for task in prange(outer * n_blocks):
+        o, blk = task // n_blocks, task % n_blocks
+        c0 = blk * _BLOCK
+        width = min(_BLOCK, n2 - c0)
+        buf = np.empty((width, n), np.float64)
         out = np.empty(n, np.float64)
         pos = np.empty(n + 3, np.float64)
         val = np.empty(n + 3, np.float64)
         v = np.empty(n + 3, np.int64)
         z = np.empty(n + 4, np.float64)
-        for col in range(b):
-            for q in range(n):
+        for q in range(n):
+            for c in range(width):
+                buf[c, q] = arr[q, o, c0 + c] if axis == 0 else arr[o, q, c0 + c]
+        for c in range(width):
+            _envelope(buf[c], n, step, edge_sites, out, pos, val, v, z)
+            buf[c, :] = out
+        for q in range(n):
+            for c in range(width):
                 if axis == 0:
-                    f[q] = arr[q, row, col]
-                elif axis == 1:
-                    f[q] = arr[row, q, col]
+                    arr[q, o, c0 + c] = buf[c, q]
                 else:
-                    f[q] = arr[row, col, q]
-            _envelope(f, n, step, edge_sites, out, pos, val, v, z)
-            for q in range(n):
-                if axis == 0:
-                    arr[q, row, col] = out[q]
-                elif axis == 1:
-                    arr[row, q, col] = out[q]
-                else:
-                    arr[row, col, q] = out[q]
+                    arr[o, q, c0 + c] = buf[c, q]
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,87 +142,83 @@ def _pass_axis(arr, axis, step, edge_sites):
 # ---------------------------------------------------------------------------------------
 
 
-@njit
-def _is_outside(phase, mode, k, j, i):
-    """Whether the doubled-grid point (k, j, i) lies outside the phase."""
-    if mode == INSIDE_SITES:
-        if (k | j | i) & 1:
-            return False
-        return phase[k >> 1, j >> 1, i >> 1]
-    count = 0
-    total = 0
-    for zz in range(k >> 1, (k + 1 >> 1) + 1):
-        for yy in range(j >> 1, (j + 1 >> 1) + 1):
-            for xx in range(i >> 1, (i + 1 >> 1) + 1):
-                total += 1
-                if phase[zz, yy, xx]:
-                    count += 1
-    return 2 * count <= total
-
-
 @njit(parallel=True)
-def _outside_distance_x(phase, mode, k_lo, step, edge_site, out):
-    """Squared distance along x to the nearest outside point of the same doubled row."""
-    nk, nj, ni = out.shape
-    for kk in prange(nk):
-        k = k_lo + kk
+def _outside_distance_x(phase, mode, step, edge_site, w_lo, w_hi, i_lo, out):
+    """Squared distance along x to the nearest outside point of the same doubled row.
+
+    Outside points are searched in the doubled columns [w_lo, w_hi) only; the result is
+    stored for columns [i_lo, i_lo + out.shape[2]). Distances to points beyond the window
+    come out as inf, which is harmless when the window reaches one ball radius beyond the
+    stored columns (larger values never decide a ball).
+    """
+    nk, nj, nb = out.shape
+    nx = phase.shape[2]
+    ni = 2 * nx - 1
+    width = w_hi - w_lo
+    for k in prange(nk):
+        counts = np.empty(nx, np.int64)
+        outside = np.empty(width, np.bool_)
+        dist = np.empty(width, np.float64)
         for j in range(nj):
-            last = -1.0 if edge_site else -np.inf
-            for i in range(ni):
-                if _is_outside(phase, mode, k, j, i):
+            if mode == INSIDE_SITES:
+                for w in range(width):
+                    i = w_lo + w
+                    outside[w] = ((k | j | i) & 1) == 0 and phase[k >> 1, j >> 1, i >> 1]
+            else:
+                # phase voxels in the 1, 2 or 4 voxel rows this doubled row lies between
+                x_lo, x_hi = w_lo >> 1, min(nx, ((w_hi + 1) >> 1) + 1)
+                counts[x_lo:x_hi] = 0
+                rows = 0
+                for zz in range(k >> 1, ((k + 1) >> 1) + 1):
+                    for yy in range(j >> 1, ((j + 1) >> 1) + 1):
+                        rows += 1
+                        for x in range(x_lo, x_hi):
+                            if phase[zz, yy, x]:
+                                counts[x] += 1
+                for w in range(width):
+                    i = w_lo + w
+                    if i & 1:
+                        outside[w] = counts[i >> 1] + counts[(i >> 1) + 1] <= rows
+                    else:
+                        outside[w] = 2 * counts[i >> 1] <= rows
+            last = -1.0 if (edge_site and w_lo == 0) else -np.inf
+            for w in range(width):
+                i = w_lo + w
+                if outside[w]:
                     last = i
-                    out[kk, j, i] = 0.0
+                    dist[w] = 0.0
                 else:
                     d = (i - last) * step
-                    out[kk, j, i] = d * d
-            last = ni if edge_site else np.inf
-            for i in range(ni - 1, -1, -1):
-                d = (last - i) * step
-                if d * d < out[kk, j, i]:
-                    out[kk, j, i] = d * d
-                if out[kk, j, i] == 0.0:
+                    dist[w] = d * d
+            last = ni if (edge_site and w_hi == ni) else np.inf
+            for w in range(width - 1, -1, -1):
+                i = w_lo + w
+                if outside[w]:
                     last = i
+                else:
+                    d = (last - i) * step
+                    if d * d < dist[w]:
+                        dist[w] = d * d
+            for b in range(nb):
+                out[k, j, b] = dist[i_lo + b - w_lo]
 
 
-def doubled_distance_sq(phase, mode, spacing, edge_sites, k_lo, k_hi):
-    """Squared distance (mm²) to the nearest outside point, doubled planes [k_lo, k_hi).
+def doubled_distance_sq(phase, mode, spacing, edge_sites, i_lo, i_hi, reach):
+    """Squared distance (mm²) to the nearest outside point, doubled columns [i_lo, i_hi).
 
-    ``edge_sites`` is a triple of bools: whether the image border along each axis is
-    background. Along z the virtual sites only apply at the real image ends.
+    The block spans the whole doubled grid along z and y. ``reach`` (mm) bounds every
+    ball radius; ``edge_sites`` says per axis whether the image border is background.
     """
     nz, ny, nx = phase.shape
-    out = np.empty((k_hi - k_lo, 2 * ny - 1, 2 * nx - 1), np.float32)
+    ni = 2 * nx - 1
     hz, hy, hx = spacing
-    _outside_distance_x(phase, mode, k_lo, hx / 2.0, edge_sites[2], out)
+    halo = int(math.ceil(2.0 * reach / hx)) + 2
+    w_lo, w_hi = max(0, i_lo - halo), min(ni, i_hi + halo)
+    out = np.empty((2 * nz - 1, 2 * ny - 1, i_hi - i_lo), np.float32)
+    _outside_distance_x(phase, mode, hx / 2.0, edge_sites[2], w_lo, w_hi, i_lo, out)
     _pass_axis(out, 1, hy / 2.0, edge_sites[1])
-    if k_lo == 0 and k_hi == 2 * nz - 1:
-        _pass_axis(out, 0, hz / 2.0, edge_sites[0])
-    else:
-        # a slab: the z-border sites exist only where the slab meets the image border
-        _pass_axis_z_partial(out, hz / 2.0, edge_sites[0] and k_lo == 0,
-                             edge_sites[0] and k_hi == 2 * nz - 1)
+    _pass_axis(out, 0, hz / 2.0, edge_sites[0])
     return out
-
-
-@njit(parallel=True)
-def _pass_axis_z_partial(arr, step, site_below, site_above):
-    n, a, b = arr.shape
-    for row in prange(a):
-        m = n + 2
-        f = np.empty(m, np.float64)
-        out = np.empty(m, np.float64)
-        pos = np.empty(m + 3, np.float64)
-        val = np.empty(m + 3, np.float64)
-        v = np.empty(m + 3, np.int64)
-        z = np.empty(m + 4, np.float64)
-        for col in range(b):
-            f[0] = 0.0 if site_below else np.inf
-            f[m - 1] = 0.0 if site_above else np.inf
-            for q in range(n):
-                f[q + 1] = arr[q, row, col]
-            _envelope(f, m, step, False, out, pos, val, v, z)
-            for q in range(n):
-                arr[q, row, col] = out[q + 1]
 
 
 @njit(parallel=True)
@@ -229,99 +240,36 @@ def voxel_distance_sq(sites, spacing, edge_sites):
 
 
 # ---------------------------------------------------------------------------------------
-# Ridge: centres of balls not contained in a neighbour's ball
-# ---------------------------------------------------------------------------------------
-
-
-@njit(parallel=True)
-def ridge_centres(d2, k_offset, kk_lo, kk_hi, gz, gy, gx, scale, nj2, ni2):
-    """Centres in planes [kk_lo, kk_hi) of ``d2`` whose ball no 26-neighbour's contains.
-
-    ``d2`` holds squared radii on a grid of steps (gz, gy, gx) mm whose point (kk, j, i)
-    is the doubled-grid point ``scale * (kk + k_offset, j, i)`` (scale 1: ``d2`` is a
-    slab of the doubled grid; scale 2: ``d2`` is on voxel centres). Returns the kept
-    centres as flat doubled-grid indices (rows of ``nj2`` x ``ni2``) and squared radii.
-    """
-    nk, nj, ni = d2.shape
-    counts = np.zeros(kk_hi - kk_lo, np.int64)
-    for kk in prange(kk_lo, kk_hi):
-        c = 0
-        for j in range(nj):
-            for i in range(ni):
-                if _keep(d2, kk, j, i, gz, gy, gx):
-                    c += 1
-        counts[kk - kk_lo] = c
-    starts = np.zeros(kk_hi - kk_lo + 1, np.int64)
-    for t in range(kk_hi - kk_lo):
-        starts[t + 1] = starts[t] + counts[t]
-    index = np.empty(starts[-1], np.int64)
-    radius2 = np.empty(starts[-1], np.float32)
-    for kk in prange(kk_lo, kk_hi):
-        c = starts[kk - kk_lo]
-        k = (kk + k_offset) * scale
-        for j in range(nj):
-            for i in range(ni):
-                if _keep(d2, kk, j, i, gz, gy, gx):
-                    index[c] = (k * nj2 + j * scale) * ni2 + i * scale
-                    radius2[c] = d2[kk, j, i]
-                    c += 1
-    return index, radius2
-
-
-@njit
-def _keep(d2, kk, j, i, gz, gy, gx):
-    r2 = d2[kk, j, i]
-    if r2 <= 0.0 or r2 == np.inf:
-        return False
-    r = math.sqrt(r2)
-    nk, nj, ni = d2.shape
-    for dk in range(-1, 2):
-        k2 = kk + dk
-        if k2 < 0 or k2 >= nk:
-            continue
-        for dj in range(-1, 2):
-            j2 = j + dj
-            if j2 < 0 or j2 >= nj:
-                continue
-            for di in range(-1, 2):
-                i2 = i + di
-                if i2 < 0 or i2 >= ni:
-                    continue
-                other = d2[k2, j2, i2]
-                if other <= r2:
-                    continue
-                gap = math.sqrt((dk * gz) ** 2 + (dj * gy) ** 2 + (di * gx) ** 2)
-                # contained when R' >= r + |c - c'| (internally tangent balls included;
-                # the relative slack only absorbs rounding of exact ties)
-                if math.sqrt(other) - gap >= r * (1.0 - 1e-7):
-                    return False
-    return True
-
-
-# ---------------------------------------------------------------------------------------
 # Painting
 # ---------------------------------------------------------------------------------------
 
 
 @njit(parallel=True)
-def paint(targets, index, radius2, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
+def paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
     """Squared radius of the largest ball covering each target voxel (0 where none).
 
-    ``index``/``radius2`` are the centres (flat doubled-grid index with row lengths
-    ``nj2``/``ni2``, squared radius in mm²), sorted from the largest radius down. A ball covers a voxel when it contains the voxel centre
-    (``cube_overlap`` False) or when its interior meets the voxel's cube (True).
+    ``keys`` are the centres packed by :func:`_pack` (squared radius in mm² above a flat
+    doubled-grid index with row lengths ``nj2``/``ni2``), sorted ascending; they are
+    visited from the largest radius down, so the first ball that covers a voxel is its
+    largest. A ball covers a voxel when it contains
+    the voxel centre (``cube_overlap`` False) or when its interior meets the voxel's cube
+    (True). The volume is cut into z-chunks painted in parallel; every chunk keeps, per
+    4x4x4 tile, a 64-bit mask of its voxels still unpainted, so finished tiles cost one
+    test per ball.
     """
     nz, ny, nx = targets.shape
     out = np.zeros((nz, ny, nx), np.float32)
     tz = (nz + TILE - 1) // TILE
     ty = (ny + TILE - 1) // TILE
     tx = (nx + TILE - 1) // TILE
-    remaining = np.zeros((tz, ty, tx), np.int32)
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                if targets[z, y, x]:
-                    remaining[z // TILE, y // TILE, x // TILE] += 1
+    unpainted = np.zeros((tz, ty, tx), np.uint64)
+    for a in prange(tz):
+        for z in range(a * TILE, min(nz, a * TILE + TILE)):
+            for y in range(ny):
+                for x in range(nx):
+                    if targets[z, y, x]:
+                        bit = ((z & 3) << 4) | ((y & 3) << 2) | (x & 3)
+                        unpainted[a, y >> 2, x >> 2] |= np.uint64(1) << np.uint64(bit)
     half = 0.5 if cube_overlap else 0.0
     per_chunk = (tz + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
@@ -335,12 +283,15 @@ def paint(targets, index, radius2, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
         for t in range(tile_z0, tile_z1):
             for a in range(ty):
                 for b in range(tx):
-                    left += remaining[t, a, b]
-        for n in range(index.shape[0]):
+                    if unpainted[t, a, b] != 0:
+                        left += 1
+        word = np.empty(1, np.uint32)
+        for n in range(keys.shape[0] - 1, -1, -1):
             if left == 0:
                 break
-            c = index[n]
-            r2 = np.float64(radius2[n])
+            c = np.int64(keys[n] & np.uint64(0xFFFFFFFF))
+            word[0] = np.uint32(keys[n] >> np.uint64(32))
+            r2 = np.float64(word.view(np.float32)[0])
             ci = c % ni2
             cj = (c // ni2) % nj2
             ck = c // (ni2 * nj2)
@@ -358,31 +309,38 @@ def paint(targets, index, radius2, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
             x1 = min(nx - 1, int(math.ceil(cx + half + r / hx)))
             # squared radii are float32: treat differences below 1 ppm as exact ties
             limit = r2 * (1.0 - TIE) if cube_overlap else r2 * (1.0 + TIE)
-            for tz_ in range(z0 // TILE, z1 // TILE + 1):
-                for ty_ in range(y0 // TILE, y1 // TILE + 1):
-                    for tx_ in range(x0 // TILE, x1 // TILE + 1):
-                        if remaining[tz_, ty_, tx_] == 0:
+            for tz_ in range(z0 >> 2, (z1 >> 2) + 1):
+                for ty_ in range(y0 >> 2, (y1 >> 2) + 1):
+                    for tx_ in range(x0 >> 2, (x1 >> 2) + 1):
+                        mask = unpainted[tz_, ty_, tx_]
+                        if mask == 0:
                             continue
-                        for z in range(max(z0, tz_ * TILE), min(z1, tz_ * TILE + TILE - 1) + 1):
-                            gz = max(abs(z - cz) - half, 0.0) * hz
-                            gz2 = gz * gz
-                            if gz2 >= limit:
+                        before = mask
+                        for row in range(16):
+                            nibble = (mask >> np.uint64(4 * row)) & np.uint64(15)
+                            if nibble == 0:
                                 continue
-                            for y in range(max(y0, ty_ * TILE), min(y1, ty_ * TILE + TILE - 1) + 1):
-                                gy = max(abs(y - cy) - half, 0.0) * hy
-                                gzy2 = gz2 + gy * gy
-                                if gzy2 >= limit:
+                            z = (tz_ << 2) | (row >> 2)
+                            y = (ty_ << 2) | (row & 3)
+                            gz = max(abs(z - cz) - half, 0.0) * hz
+                            gy = max(abs(y - cy) - half, 0.0) * hy
+                            gzy2 = gz * gz + gy * gy
+                            if gzy2 >= limit:
+                                continue
+                            for dx in range(4):
+                                bit = np.uint64(4 * row + dx)
+                                if (mask >> bit) & np.uint64(1) == 0:
                                     continue
-                                for x in range(max(x0, tx_ * TILE), min(x1, tx_ * TILE + TILE - 1) + 1):
-                                    if out[z, y, x] != 0.0 or not targets[z, y, x]:
-                                        continue
-                                    gx = max(abs(x - cx) - half, 0.0) * hx
-                                    d2 = gzy2 + gx * gx
-                                    inside = d2 < limit if cube_overlap else d2 <= limit
-                                    if inside:
-                                        out[z, y, x] = r2
-                                        remaining[tz_, ty_, tx_] -= 1
-                                        left -= 1
+                                x = (tx_ << 2) | dx
+                                gx = max(abs(x - cx) - half, 0.0) * hx
+                                d2 = gzy2 + gx * gx
+                                if (d2 < limit) if cube_overlap else (d2 <= limit):
+                                    out[z, y, x] = r2
+                                    mask &= ~(np.uint64(1) << bit)
+                        if mask != before:
+                            unpainted[tz_, ty_, tx_] = mask
+                            if mask == 0:
+                                left -= 1
     return out
 
 
@@ -392,86 +350,136 @@ def paint(targets, index, radius2, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
 
 
 @njit(parallel=True)
-def ridge_centres_discrete(d2, k_offset, kk_lo, kk_hi, scale, nj2, ni2, shells, need, margin):
-    """Like :func:`ridge_centres`, but a ball is dropped when a neighbour's ball covers
-    every *voxel* it covers (not necessarily its whole continuous extent).
+def ridge_centres_discrete(d2, i0, ii_lo, ii_hi, scale, nj2, ni2, shells, shell_lut,
+                           lut_scale, need, offsets):
+    """Centres of ``d2`` whose voxels no neighbour's ball covers, in columns [ii_lo, ii_hi).
 
-    ``shells[p]`` holds, for centre parity class ``p``, the sorted distinct "coverage
-    distances" of voxels around a centre; a ball of squared radius ``r2`` covers the
-    voxels of the first ``searchsorted(shells[p], r2)`` shells. ``need[p, s, n]`` is the
-    squared radius a ball at neighbour ``n`` must exceed to cover those voxels too. The
-    neighbour must also be larger, or equally large and earlier in index order, so ties
-    never drop both balls.
+    ``d2`` holds squared radii on a grid whose point (k, j, ii) is the doubled-grid point
+    ``scale * (k, j, ii + i0)`` (scale 1: a column block of the doubled grid; scale 2:
+    the voxel centres). A ball is dropped when the ball of one of the neighbours at
+    ``offsets`` (grid steps) covers every *voxel* it covers. ``shells[p]`` holds, for
+    centre parity class ``p``, the sorted distinct coverage distances of voxels around a
+    centre; a ball of squared radius ``r2`` covers the voxels of the first
+    ``searchsorted(shells[p], r2)`` shells (``shell_lut[p, int(r2 * lut_scale)]`` is a
+    lower bound of that count), and ``need[p, s, n]`` is the squared radius a ball at
+    neighbour ``n`` must exceed to cover those too. Returns the kept centres as
+    :func:`pack` keys.
     """
     nk, nj, ni = d2.shape
-    counts = np.zeros(kk_hi - kk_lo, np.int64)
-    for kk in prange(kk_lo, kk_hi):
+    flat = d2.ravel()
+    steps = np.empty(offsets.shape[0], np.int64)
+    reach = 0
+    for n in range(offsets.shape[0]):
+        steps[n] = (offsets[n, 0] * nj + offsets[n, 1]) * ni + offsets[n, 2]
+        reach = max(reach, abs(offsets[n, 0]), abs(offsets[n, 1]), abs(offsets[n, 2]))
+    keep = np.zeros((nk, nj, ii_hi - ii_lo), np.bool_)
+    counts = np.zeros(nk, np.int64)
+    for k in prange(nk):
         c = 0
         for j in range(nj):
-            for i in range(ni):
-                if _keep_discrete(d2, kk, j, i, k_offset, scale, shells, need, margin):
+            for ii in range(ii_lo, ii_hi):
+                r2 = d2[k, j, ii]
+                if r2 <= 0.0 or r2 == np.inf:
+                    continue
+                interior = (reach <= k < nk - reach and reach <= j < nj - reach
+                            and reach <= ii < ni - reach)
+                i = ii + i0
+                parity = (((k & 1) << 2) | ((j & 1) << 1) | (i & 1)) if scale == 1 else 0
+                if _keep_discrete(flat, (k * nj + j) * ni + ii, r2, parity, interior,
+                                  d2, k, j, ii, shells, shell_lut, lut_scale, need, offsets,
+                                  steps):
+                    keep[k, j, ii - ii_lo] = True
                     c += 1
-        counts[kk - kk_lo] = c
-    starts = np.zeros(kk_hi - kk_lo + 1, np.int64)
-    for t in range(kk_hi - kk_lo):
+        counts[k] = c
+    starts = np.zeros(nk + 1, np.int64)
+    for t in range(nk):
         starts[t + 1] = starts[t] + counts[t]
-    index = np.empty(starts[-1], np.int64)
-    radius2 = np.empty(starts[-1], np.float32)
-    for kk in prange(kk_lo, kk_hi):
-        c = starts[kk - kk_lo]
-        k = (kk + k_offset) * scale
+    keys = np.empty(starts[-1], np.uint64)
+    for k in prange(nk):
+        c = starts[k]
+        bits = np.empty(1, np.float32)
         for j in range(nj):
-            for i in range(ni):
-                if _keep_discrete(d2, kk, j, i, k_offset, scale, shells, need, margin):
-                    index[c] = (k * nj2 + j * scale) * ni2 + i * scale
-                    radius2[c] = d2[kk, j, i]
+            for ii in range(ii_lo, ii_hi):
+                if keep[k, j, ii - ii_lo]:
+                    bits[0] = d2[k, j, ii]
+                    index = (k * scale * nj2 + j * scale) * ni2 + (ii + i0) * scale
+                    keys[c] = _pack(bits, index)
                     c += 1
-    return index, radius2
+    return keys
 
 
 @njit
-def _keep_discrete(d2, kk, j, i, k_offset, scale, shells, need, margin):
-    r2 = d2[kk, j, i]
-    if r2 <= 0.0 or r2 == np.inf:
-        return False
-    nk, nj, ni = d2.shape
-    k = kk + k_offset
-    if scale == 1:
-        parity = ((k & 1) << 2) | ((j & 1) << 1) | (i & 1)
+def _pack(bits, index):
+    # a positive float32 orders like its bit pattern read as an unsigned integer
+    return (np.uint64(bits.view(np.uint32)[0]) << np.uint64(32)) | np.uint64(index)
+
+
+@njit
+def _keep_discrete(flat, p, r2, parity, interior, d2, kk, j, i, shells, shell_lut,
+                   lut_scale, need, offsets, steps):
+    # the largest neighbour is the most likely to cover this ball: find it first
+    best, best_n = -1.0, -1
+    n_off = offsets.shape[0]
+    if interior:
+        for n in range(n_off):
+            other = flat[p + steps[n]]
+            if other > best:
+                best, best_n = other, n
     else:
-        parity = 0
+        nk, nj, ni = d2.shape
+        for n in range(n_off):
+            k2 = kk + offsets[n, 0]
+            j2 = j + offsets[n, 1]
+            i2 = i + offsets[n, 2]
+            if 0 <= k2 < nk and 0 <= j2 < nj and 0 <= i2 < ni:
+                other = d2[k2, j2, i2]
+                if other > best:
+                    best, best_n = other, n
+    if best < r2 or best == np.inf:
+        return True
+    # number of shells the ball covers: entries of shells[parity] below r2
+    # Count the shells the ball may cover, erring towards more: a voxel within the tie
+    # tolerance of the ball's surface might be painted by it (see paint()).
     row = shells[parity]
-    # number of shells the ball covers: shells[s] < r2 (padding at the end is inf)
-    lo, hi = 0, row.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if row[mid] < r2:
-            lo = mid + 1
-        else:
-            hi = mid
-    s = lo
+    b = int(r2 * lut_scale)
+    s = shell_lut[parity, min(b, shell_lut.shape[1] - 1)]
+    generous = r2 * (1.0 + 2.0 * TIE)
+    while row[s] <= generous:
+        s += 1
     if s == 0:
         return True
-    n = 0
-    for dk in range(-1, 2):
-        k2 = kk + dk
-        for dj in range(-1, 2):
-            j2 = j + dj
-            for di in range(-1, 2):
-                i2 = i + di
-                if dk == 0 and dj == 0 and di == 0:
-                    continue
-                slot = n
-                n += 1
-                if k2 < 0 or k2 >= nk or j2 < 0 or j2 >= nj or i2 < 0 or i2 >= ni:
-                    continue
-                other = d2[k2, j2, i2]
-                if other < r2 or other == np.inf:
-                    continue
-                if other == r2 and slot >= 13:  # equal radii: only an earlier point wins
-                    continue
-                if s > need.shape[1]:
-                    continue
-                if other > need[parity, s - 1, slot] * margin:
-                    return False
+    if s > need.shape[1]:
+        return True
+    table = need[parity, s - 1]
+    if _covers(best, r2, offsets[best_n, 3], table[best_n]):
+        return False
+    nk, nj, ni = d2.shape
+    for n in range(n_off):
+        if n == best_n:
+            continue
+        if interior:
+            other = flat[p + steps[n]]
+        else:
+            k2 = kk + offsets[n, 0]
+            j2 = j + offsets[n, 1]
+            i2 = i + offsets[n, 2]
+            if not (0 <= k2 < nk and 0 <= j2 < nj and 0 <= i2 < ni):
+                continue
+            other = d2[k2, j2, i2]
+        if other != np.inf and _covers(other, r2, offsets[n, 3], table[n]):
+            return False
     return True
+
+
+@njit
+def _covers(other, r2, later, needed):
+    """Whether a neighbour ball of squared radius ``other`` makes this one redundant.
+
+    It must be at least as large (equal radii: only an earlier point wins, so ties never
+    drop both balls) and reach the farthest voxel ``needed`` with room to spare beyond
+    the tie tolerance of paint(), so rounding can keep a redundant ball, never drop a
+    needed one.
+    """
+    if other < r2 or (other == r2 and later > 0):
+        return False
+    return other * (1.0 - 2.0 * TIE) > needed

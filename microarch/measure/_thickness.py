@@ -53,11 +53,11 @@ from microarch._shared.validation import (
 CONVENTIONS = ("continuous", "bonej")
 EDGES = ("continue", "background")
 
-# Doubled-grid distance slabs are sized to stay within this many bytes per voxel.
+# Doubled-grid distance blocks are sized to stay within this many bytes per voxel.
 _SLAB_BYTES_PER_VOXEL = 4
-# A neighbour's ball must exceed the squared radius it needs by this factor before a ball
-# is dropped, so that rounding can only keep a redundant ball, never drop a needed one.
-_MARGIN = 1.0 + 1e-6
+# Balls are tested for containment in the balls of neighbours this many steps away.
+_NEIGHBOUR_RADIUS = 1
+_SHELL_LUT_SIZE = 1 << 16
 # Containment tables list at most this many voxel offsets per parity class; larger
 # balls are simply kept (exact, only slower).
 _MAX_TABLE_OFFSETS = 2_000_000
@@ -151,52 +151,58 @@ def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None):
     del outside_voxels
     reach = math.sqrt(float(voxel_d2.max())) + 0.5 * math.sqrt(hz * hz + hy * hy + hx * hx)
     scale = 2 if convention == "bonej" else 1
-    shells, need = _containment_tables(spacing, reach, scale=scale, cube_overlap=cube_overlap)
+    offsets = _neighbour_offsets(_NEIGHBOUR_RADIUS)
+    tables = _containment_tables(spacing, reach, scale=scale, cube_overlap=cube_overlap,
+                                 offsets=offsets) + (offsets,)
+    if (2 * nz - 1) * nj2 * ni2 > 2**32:
+        raise ValueError(f"volume of shape {phase.shape} is too large (over 2**30 voxels)")
     if convention == "bonej":
-        index, radius2 = kernels.ridge_centres_discrete(
-            voxel_d2, 0, 0, nz, 2, nj2, ni2, shells, need, _MARGIN
-        )
+        keys = kernels.ridge_centres_discrete(voxel_d2, 0, 0, nx, 2, nj2, ni2, *tables)
         del voxel_d2
     else:
         del voxel_d2
-        index, radius2 = _doubled_ridge(field, mode, spacing, edge_sites, reach, shells, need)
-    order = np.argsort(radius2)[::-1]
-    index, radius2 = index[order], radius2[order]
-    del order
+        keys = _doubled_ridge(field, mode, spacing, edge_sites, reach, tables)
+    keys.sort()  # by squared radius, in place
     n_chunks = max(1, 4 * _numba_threads())
-    return kernels.paint(phase, index, radius2, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
+    return kernels.paint(phase, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
 
 
-def _doubled_ridge(field, mode, spacing, edge_sites, reach, shells, need):
-    """Ridge centres of the doubled grid, computed in z-slabs to bound memory."""
+def _doubled_ridge(field, mode, spacing, edge_sites, reach, tables):
+    """Ridge centres of the doubled grid, computed in blocks of columns to bound memory.
+
+    Each block spans the whole grid along z and y and a range of x columns, plus the
+    neighbouring columns the containment test looks at.
+    """
     from microarch._kernels import thickness as kernels
 
     nz, ny, nx = field.shape
-    n_planes = 2 * nz - 1
     nj2, ni2 = 2 * ny - 1, 2 * nx - 1
-    plane_bytes = 4 * nj2 * ni2
-    budget_planes = _SLAB_BYTES_PER_VOXEL * field.size // plane_bytes
-    if budget_planes >= n_planes:
-        slabs, halo = [(0, n_planes)], 0
-    else:
-        # a slab needs the outside points within one ball radius of its centres
-        halo = int(math.ceil(2.0 * reach / spacing[0])) + 2
-        core = max(budget_planes - 2 * halo, 2 * halo, 8)
-        slabs = [(k, min(k + core, n_planes)) for k in range(0, n_planes, core)]
-    indices, radii = [], []
-    for k0, k1 in slabs:
-        lo, hi = max(0, k0 - halo), min(n_planes, k1 + halo)
-        d2 = kernels.doubled_distance_sq(field, mode, spacing, edge_sites, lo, hi)
-        index, radius2 = kernels.ridge_centres_discrete(
-            d2, lo, k0 - lo, k1 - lo, 1, nj2, ni2, shells, need, _MARGIN
-        )
-        indices.append(index)
-        radii.append(radius2)
+    column_bytes = 4 * (2 * nz - 1) * nj2
+    margin = _NEIGHBOUR_RADIUS
+    width = max(_SLAB_BYTES_PER_VOXEL * field.size // column_bytes - 2 * margin, 8)
+    blocks = []
+    for i_lo in range(0, ni2, width):
+        i_hi = min(i_lo + width, ni2)
+        lo, hi = max(0, i_lo - margin), min(ni2, i_hi + margin)
+        d2 = kernels.doubled_distance_sq(field, mode, spacing, edge_sites, lo, hi, reach)
+        blocks.append(kernels.ridge_centres_discrete(
+            d2, lo, i_lo - lo, i_hi - lo, 1, nj2, ni2, *tables
+        ))
         del d2
-    return np.concatenate(indices), np.concatenate(radii)
+    return np.concatenate(blocks)
 
 
-def _containment_tables(spacing, reach, *, scale, cube_overlap):
+def _neighbour_offsets(radius):
+    """Grid offsets within ``radius`` steps (Chebyshev), nearest first, with a 4th column
+    that is negative for offsets earlier in raster order (they win ties)."""
+    r = range(-radius, radius + 1)
+    offsets = [(a, b, c) for a in r for b in r for c in r if (a, b, c) != (0, 0, 0)]
+    offsets.sort(key=lambda o: (o[0] ** 2 + o[1] ** 2 + o[2] ** 2, o))
+    return np.array([(a, b, c, -1 if (a, b, c) < (0, 0, 0) else 1) for a, b, c in offsets],
+                    dtype=np.int64)
+
+
+def _containment_tables(spacing, reach, *, scale, cube_overlap, offsets):
     """Shell radii and neighbour coverage needs for the discrete ridge test.
 
     For each parity class of a centre (which of z, y, x are half-way between voxel
@@ -207,9 +213,7 @@ def _containment_tables(spacing, reach, *, scale, cube_overlap):
     neighbour offset, ``need`` is the largest g of that prefix seen from the neighbour.
     """
     h = np.asarray(spacing, float)
-    steps = [(dk, dj, di) for dk in (-1, 0, 1) for dj in (-1, 0, 1) for di in (-1, 0, 1)
-             if (dk, dj, di) != (0, 0, 0)]
-    delta = np.array(steps, float) * (scale / 2.0)  # neighbour offsets in voxel units
+    delta = offsets[:, :3] * (scale / 2.0)  # neighbour offsets in voxel units
     half = 0.5 if cube_overlap else 0.0
     parities = 8 if scale == 1 else 1
     volume = np.prod([2 * reach / hh + 5 for hh in h])
@@ -239,14 +243,16 @@ def _containment_tables(spacing, reach, *, scale, cube_overlap):
         tables.append((g[last_of_shell], seen))
     width = max(t[0].size for t in tables)
     shells = np.full((parities, width + 1), np.inf)
-    need = np.full((parities, width, len(steps)), np.inf)
+    need = np.full((parities, width, len(delta)), np.inf)
     for parity, (radii, seen) in enumerate(tables):
         shells[parity, : radii.size] = radii
         need[parity, : radii.size, :] = seen.T
-    if not cube_overlap:
-        # centre containment covers g <= r2: shells are entered at equality
-        shells = np.nextafter(shells, -np.inf)
-    return shells, need
+    # shell_lut[p, b]: number of shells below b / lut_scale, a lower bound that leaves the
+    # kernel only a short scan instead of a binary search
+    lut_scale = _SHELL_LUT_SIZE / max(reach * reach, 1e-30)
+    bins = np.arange(_SHELL_LUT_SIZE + 1) / lut_scale
+    shell_lut = np.stack([np.searchsorted(row, bins, side="left") for row in shells])
+    return shells, shell_lut.astype(np.int32), lut_scale, need.astype(np.float32)
 
 
 def _numba_threads():
