@@ -60,7 +60,12 @@ def _envelope(f, n, step, edge_sites, out, pos, val, v, z):
         for q in range(n):
             out[q] = np.inf
         return
-    s2 = step * step
+    # Work in grid units: the parabola of site p is (q - pos[p])**2 + val[p] / step**2, and
+    # two parabolas cross where q = (height[b] - height[a]) / (2 (pos[b] - pos[a])) with
+    # height = val / step**2 + pos**2.
+    inv = 1.0 / (step * step)
+    for t in range(m):
+        val[t] = val[t] * inv + pos[t] * pos[t]
     k = 0
     v[0] = 0
     z[0] = -np.inf
@@ -68,9 +73,7 @@ def _envelope(f, n, step, edge_sites, out, pos, val, v, z):
     for q in range(1, m):
         while True:
             p = v[k]
-            s = ((val[q] + s2 * pos[q] * pos[q]) - (val[p] + s2 * pos[p] * pos[p])) / (
-                2.0 * s2 * (pos[q] - pos[p])
-            )
+            s = (val[q] - val[p]) / (2.0 * (pos[q] - pos[p]))
             if s > z[k]:
                 break
             k -= 1  # z[0] is -inf, so k never drops below 0
@@ -78,13 +81,13 @@ def _envelope(f, n, step, edge_sites, out, pos, val, v, z):
         v[k] = q
         z[k] = s
         z[k + 1] = np.inf
+    s2 = step * step
     k = 0
     for q in range(n):
         while z[k + 1] < q:
             k += 1
         p = v[k]
-        d = (q - pos[p]) * step
-        out[q] = val[p] + d * d
+        out[q] = (val[p] - pos[p] * pos[p] + (q - pos[p]) * (q - pos[p])) * s2
 
 
 _BLOCK = 16  # columns gathered together so that strided passes read whole cache lines
