@@ -58,6 +58,32 @@ def local_thickness_continuous(mask, spacing, edge="continue"):
     return out
 
 
+def mid_axis_spacing(skeleton, spacing):
+    """Local spacing between skeleton voxels (diameter map, mm), by brute force.
+
+    Sites: the skeleton voxels and the midpoints of every pair of 26-adjacent skeleton
+    voxels (the segments joining neighbouring skeleton voxels).
+    Centres: every other doubled-grid point, radius = distance to the nearest site. A
+    non-skeleton voxel takes the largest ball whose interior meets its cube.
+    """
+    h = np.asarray(spacing, float) * np.ones(3)
+    skeleton = np.asarray(skeleton, bool)
+    points = _doubled_points(skeleton.shape)
+    voxels = np.argwhere(skeleton).astype(float)
+    adjacent = np.abs(voxels[:, None, :] - voxels[None, :, :]).max(axis=-1) <= 1
+    pairs = np.argwhere(adjacent)
+    site_set = {tuple(p) for p in (voxels[pairs[:, 0]] + voxels[pairs[:, 1]]) / 2}
+    is_site = np.array([tuple(p) in site_set for p in points])
+    sites, centres = points[is_site], points[~is_site]
+    radius2 = np.array([(((sites - c) * h) ** 2).sum(1).min() for c in centres])
+    out = np.zeros(skeleton.shape)
+    for voxel in np.argwhere(~skeleton):
+        gap = np.maximum(np.abs(centres - voxel) - 0.5, 0.0) * h
+        covers = (gap**2).sum(1) < radius2 * (1 - 1e-6)
+        out[tuple(voxel)] = 2 * np.sqrt(radius2[covers].max())
+    return out
+
+
 def local_thickness_bonej(mask, spacing):
     """BoneJ-convention local thickness before clean-up, by brute force.
 

@@ -24,7 +24,8 @@ from numba import prange
 from microarch._kernels._jit import njit
 
 INSIDE_ISO = 0  # inside = trilinear interpolation of the phase > 1/2
-INSIDE_SITES = 1  # outside = centres of the "site" voxels only (for Tb.N: the skeleton)
+INSIDE_SITES = 1  # outside = the "site" voxels (for Tb.N: the skeleton) and the segments
+# joining neighbouring sites, sampled at their midpoints
 
 TILE = 4
 TIE = 1e-6  # relative tolerance of "touching" (float32 radii)
@@ -145,6 +146,28 @@ def _pass_axis(arr, axis, step, edge_sites):
 # ---------------------------------------------------------------------------------------
 
 
+@njit
+def _is_site_midpoint(sites, k, j, i):
+    """Whether doubled point (k, j, i) is a site voxel or the midpoint of two site voxels.
+
+    The touched voxels are the 1, 2, 4 or 8 around the point; it is the midpoint of each
+    pair of opposite ones (differing along every axis where the point is half-way).
+    """
+    odd = ((k & 1) << 2) | ((j & 1) << 1) | (i & 1)
+    z0, y0, x0 = k >> 1, j >> 1, i >> 1
+    for corner in range(8):
+        if corner & ~odd:
+            continue
+        opposite = corner ^ odd
+        if corner > opposite:
+            continue
+        if (sites[z0 + (corner >> 2), y0 + ((corner >> 1) & 1), x0 + (corner & 1)]
+                and sites[z0 + (opposite >> 2), y0 + ((opposite >> 1) & 1),
+                          x0 + (opposite & 1)]):
+            return True
+    return False
+
+
 @njit(parallel=True)
 def _outside_distance_x(phase, mode, step, edge_site, w_lo, w_hi, i_lo, out):
     """Squared distance along x to the nearest outside point of the same doubled row.
@@ -165,8 +188,7 @@ def _outside_distance_x(phase, mode, step, edge_site, w_lo, w_hi, i_lo, out):
         for j in range(nj):
             if mode == INSIDE_SITES:
                 for w in range(width):
-                    i = w_lo + w
-                    outside[w] = ((k | j | i) & 1) == 0 and phase[k >> 1, j >> 1, i >> 1]
+                    outside[w] = _is_site_midpoint(phase, k, j, w_lo + w)
             else:
                 # phase voxels in the 1, 2 or 4 voxel rows this doubled row lies between
                 x_lo, x_hi = w_lo >> 1, min(nx, ((w_hi + 1) >> 1) + 1)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "trabecular": "_trabecular",
     "UNITS": "_trabecular",
     "mid_axis_spacing": "_number",
-    "skeleton": "_skeleton",
+    "surface_skeleton": "_skeleton",
     "plate_rod": "_plate_rod",
     "density": "_density",
     "cortical": "_cortical",

@@ -41,7 +41,7 @@ def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None):
     edge : {"continue", "background"}
         Whether the space continues beyond the image border.
     skeleton : (Z, Y, X) array_like of bool, optional
-        A precomputed skeleton of ``mask`` (e.g. from :func:`microarch.measure.skeleton`).
+        A precomputed skeleton of ``mask`` (e.g. from :func:`microarch.measure.surface_skeleton`).
 
     Returns
     -------
@@ -55,9 +55,7 @@ def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None):
     spacing = as_spacing(spacing)
     check_choice(edge, EDGES, name="edge")
     if skeleton is None:
-        from microarch.measure._skeleton import surface_skeleton
-
-        skeleton = surface_skeleton(mask)
+        skeleton = _skeleton(mask, spacing, edge)
     else:
         skeleton = as_roi(skeleton, mask.shape, name="skeleton")
     if not skeleton.any():
@@ -67,6 +65,24 @@ def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None):
     spacing_map = np.sqrt(radius2, out=radius2)
     spacing_map *= 2.0
     return spacing_map, skeleton
+
+
+def _skeleton(mask, spacing, edge):
+    """Surface skeleton; with ``edge="continue"`` the structure is first continued beyond
+    the image border (edge voxels repeated) so that mid-planes reach the border instead of
+    retracting from it as from a free edge."""
+    from microarch._kernels.thickness import voxel_distance_sq
+    from microarch.measure._skeleton import surface_skeleton
+
+    if edge != "continue" or not mask.any():
+        return surface_skeleton(mask)
+    # Thinning retracts a mid-surface by about the structure's thickness from a free edge;
+    # pad deeper than that so the retraction happens outside the image.
+    radius = np.sqrt(voxel_distance_sq(~mask, (1.0, 1.0, 1.0), (True, True, True)).max())
+    pad = 2 * int(np.ceil(radius)) + 3
+    padded = np.pad(mask, pad, mode="edge")
+    core = (slice(pad, -pad),) * 3
+    return np.ascontiguousarray(surface_skeleton(padded)[core])
 
 
 def trabecular_number(mask, *, spacing, roi=None, edge="continue", return_sd=False):
