@@ -37,14 +37,15 @@ TIE = 1e-6  # relative tolerance of "touching" (float32 radii)
 
 
 @njit
-def _envelope(f, n, step, edge_sites, out, pos, val, v, z):
+def _envelope(f, n, step, site_before, site_after, out, pos, val, v, z):
     """out[q] = min_p f[p] + ((q - p) * step)**2 for q in 0..n-1 (f may hold inf).
 
-    With ``edge_sites`` the positions -1 and n hold virtual zero sites (background
-    beyond the border). ``pos``/``val``/``v``/``z`` are scratch buffers of length n + 3.
+    ``site_before``/``site_after``: the positions -1 / n hold virtual zero sites
+    (background beyond the border). ``pos``/``val``/``v``/``z`` are scratch buffers of
+    length n + 3.
     """
     m = 0
-    if edge_sites:
+    if site_before:
         pos[m] = -1.0
         val[m] = 0.0
         m += 1
@@ -53,7 +54,7 @@ def _envelope(f, n, step, edge_sites, out, pos, val, v, z):
             pos[m] = q
             val[m] = f[q]
             m += 1
-    if edge_sites:
+    if site_after:
         pos[m] = n
         val[m] = 0.0
         m += 1
@@ -95,27 +96,17 @@ _BLOCK = 16  # columns gathered together so that strided passes read whole cache
 
 
 @njit(parallel=True)
-def _pass_axis(arr, axis, step, edge_sites):
-    """In-place squared-distance pass of ``arr`` (3-D float32) along ``axis``."""
+def _pass_axis(arr, axis, step, edge_sites, reach):
+    """In-place squared-distance pass of ``arr`` (3-D float32) along axis 0 or 1.
+
+    Only stretches of a line near points that are still inside (value > 0) are
+    processed: a minimum more than ``reach`` (mm) away can never decide a ball, so each
+    stretch is extended by that much and long runs of outside points are skipped.
+    """
     n0, n1, n2 = arr.shape
-    if axis == 2:
-        for row in prange(n0 * n1):
-            a, b = row // n1, row % n1
-            f = np.empty(n2, np.float64)
-            out = np.empty(n2, np.float64)
-            pos = np.empty(n2 + 3, np.float64)
-            val = np.empty(n2 + 3, np.float64)
-            v = np.empty(n2 + 3, np.int64)
-            z = np.empty(n2 + 4, np.float64)
-            for q in range(n2):
-                f[q] = arr[a, b, q]
-            _envelope(f, n2, step, edge_sites, out, pos, val, v, z)
-            for q in range(n2):
-                arr[a, b, q] = out[q]
-        return
-    # axis 0 or 1: lines run across rows; gather _BLOCK neighbouring lines at once
     n = n0 if axis == 0 else n1
     outer = n1 if axis == 0 else n0
+    halo = int(math.ceil(reach / step)) + 1
     n_blocks = (n2 + _BLOCK - 1) // _BLOCK
     for task in prange(outer * n_blocks):
         o, blk = task // n_blocks, task % n_blocks
@@ -131,8 +122,25 @@ def _pass_axis(arr, axis, step, edge_sites):
             for c in range(width):
                 buf[c, q] = arr[q, o, c0 + c] if axis == 0 else arr[o, q, c0 + c]
         for c in range(width):
-            _envelope(buf[c], n, step, edge_sites, out, pos, val, v, z)
-            buf[c, :] = out
+            line = buf[c]
+            q = 0
+            while q < n:
+                if line[q] <= 0.0:
+                    q += 1
+                    continue
+                last = q
+                r = q + 1
+                while r < n and r - last <= 2 * halo:
+                    if line[r] > 0.0:
+                        last = r
+                    r += 1
+                a = max(0, q - halo)
+                b = min(n, last + halo + 1)
+                _envelope(line[a:b], b - a, step, edge_sites and a == 0,
+                          edge_sites and b == n, out, pos, val, v, z)
+                for t in range(a, b):
+                    line[t] = out[t - a]
+                q = last + 1
         for q in range(n):
             for c in range(width):
                 if axis == 0:
@@ -241,8 +249,8 @@ def doubled_distance_sq(phase, mode, spacing, edge_sites, i_lo, i_hi, reach):
     w_lo, w_hi = max(0, i_lo - halo), min(ni, i_hi + halo)
     out = np.empty((2 * nz - 1, 2 * ny - 1, i_hi - i_lo), np.float32)
     _outside_distance_x(phase, mode, hx / 2.0, edge_sites[2], w_lo, w_hi, i_lo, out)
-    _pass_axis(out, 1, hy / 2.0, edge_sites[1])
-    _pass_axis(out, 0, hz / 2.0, edge_sites[0])
+    _pass_axis(out, 1, hy / 2.0, edge_sites[1], reach)
+    _pass_axis(out, 0, hz / 2.0, edge_sites[0], reach)
     return out
 
 
@@ -260,8 +268,44 @@ def voxel_distance_sq(sites, spacing, edge_sites):
     out = np.empty(sites.shape, np.float32)
     _init_sites(sites, out)
     for axis in (2, 1, 0):
-        _pass_axis(out, axis, spacing[axis], edge_sites[axis])
+        _voxel_pass(out, axis, spacing[axis], edge_sites[axis])
     return out
+
+
+@njit(parallel=True)
+def _voxel_pass(arr, axis, step, edge_sites):
+    """In-place squared-distance pass of ``arr`` along ``axis`` over whole lines."""
+    n0, n1, n2 = arr.shape
+    n = arr.shape[axis]
+    lines = arr.size // n
+    for line in prange(lines):
+        if axis == 0:
+            a, b = line // n2, line % n2
+        elif axis == 1:
+            a, b = line // n2, line % n2
+        else:
+            a, b = line // n1, line % n1
+        f = np.empty(n, np.float64)
+        out = np.empty(n, np.float64)
+        pos = np.empty(n + 3, np.float64)
+        val = np.empty(n + 3, np.float64)
+        v = np.empty(n + 3, np.int64)
+        z = np.empty(n + 4, np.float64)
+        for q in range(n):
+            if axis == 0:
+                f[q] = arr[q, a, b]
+            elif axis == 1:
+                f[q] = arr[a, q, b]
+            else:
+                f[q] = arr[a, b, q]
+        _envelope(f, n, step, edge_sites, edge_sites, out, pos, val, v, z)
+        for q in range(n):
+            if axis == 0:
+                arr[q, a, b] = out[q]
+            elif axis == 1:
+                arr[a, q, b] = out[q]
+            else:
+                arr[a, b, q] = out[q]
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,8 +419,8 @@ def paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
 
 
 @njit(parallel=True)
-def ridge_centres_discrete(d2, i0, ii_lo, ii_hi, scale, nj2, ni2, shells, shell_lut,
-                           lut_scale, need, offsets):
+def ridge_centres_discrete(d2, i0, ii_lo, ii_hi, scale, nj2, ni2, cube_overlap, shells,
+                           shell_lut, lut_scale, need, offsets):
     """Centres of ``d2`` whose voxels no neighbour's ball covers, in columns [ii_lo, ii_hi).
 
     ``d2`` holds squared radii on a grid whose point (k, j, ii) is the doubled-grid point
@@ -411,8 +455,8 @@ def ridge_centres_discrete(d2, i0, ii_lo, ii_hi, scale, nj2, ni2, shells, shell_
                 i = ii + i0
                 parity = (((k & 1) << 2) | ((j & 1) << 1) | (i & 1)) if scale == 1 else 0
                 if _keep_discrete(flat, (k * nj + j) * ni + ii, r2, parity, interior,
-                                  d2, k, j, ii, shells, shell_lut, lut_scale, need, offsets,
-                                  steps):
+                                  d2, k, j, ii, cube_overlap, shells, shell_lut, lut_scale,
+                                  need, offsets, steps):
                     keep[k, j, ii - ii_lo] = True
                     c += 1
         counts[k] = c
@@ -439,9 +483,9 @@ def _pack(bits, index):
     return (np.uint64(bits.view(np.uint32)[0]) << np.uint64(32)) | np.uint64(index)
 
 
-@njit
-def _keep_discrete(flat, p, r2, parity, interior, d2, kk, j, i, shells, shell_lut,
-                   lut_scale, need, offsets, steps):
+@njit(inline="always")
+def _keep_discrete(flat, p, r2, parity, interior, d2, kk, j, i, cube_overlap, shells,
+                   shell_lut, lut_scale, need, offsets, steps):
     # the largest neighbour is the most likely to cover this ball: find it first
     best, best_n = -1.0, -1
     n_off = offsets.shape[0]
@@ -463,14 +507,20 @@ def _keep_discrete(flat, p, r2, parity, interior, d2, kk, j, i, shells, shell_lu
     if best < r2 or best == np.inf:
         return True
     # number of shells the ball covers: entries of shells[parity] below r2
-    # Count the shells the ball may cover, erring towards more: a voxel within the tie
-    # tolerance of the ball's surface might be painted by it (see paint()).
+    # Count the shells the ball covers, erring towards more than paint() paints (which
+    # is g < r2 (1 - TIE) for cube overlap, g <= r2 (1 + TIE) for centre containment) but
+    # never counting the exact ties g == r2 that cube overlap leaves out.
     row = shells[parity]
     b = int(r2 * lut_scale)
     s = shell_lut[parity, min(b, shell_lut.shape[1] - 1)]
-    generous = r2 * (1.0 + 2.0 * TIE)
-    while row[s] <= generous:
-        s += 1
+    if cube_overlap:
+        bound = r2 * (1.0 - 0.5 * TIE)
+        while row[s] < bound:
+            s += 1
+    else:
+        bound = r2 * (1.0 + 2.0 * TIE)
+        while row[s] <= bound:
+            s += 1
     if s == 0:
         return True
     if s > need.shape[1]:
@@ -496,7 +546,7 @@ def _keep_discrete(flat, p, r2, parity, interior, d2, kk, j, i, shells, shell_lu
     return True
 
 
-@njit
+@njit(inline="always")
 def _covers(other, r2, later, needed):
     """Whether a neighbour ball of squared radius ``other`` makes this one redundant.
 

@@ -157,11 +157,11 @@ def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None):
     if (2 * nz - 1) * nj2 * ni2 > 2**32:
         raise ValueError(f"volume of shape {phase.shape} is too large (over 2**30 voxels)")
     if convention == "bonej":
-        keys = kernels.ridge_centres_discrete(voxel_d2, 0, 0, nx, 2, nj2, ni2, *tables)
+        keys = kernels.ridge_centres_discrete(voxel_d2, 0, 0, nx, 2, nj2, ni2, False, *tables)
         del voxel_d2
     else:
         del voxel_d2
-        keys = _doubled_ridge(field, mode, spacing, edge_sites, reach, tables)
+        keys = _doubled_ridge(field, mode, spacing, edge_sites, reach, tables)  # cube overlap
     keys.sort()  # by squared radius, in place
     n_chunks = max(1, 4 * _numba_threads())
     return kernels.paint(phase, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
@@ -186,7 +186,7 @@ def _doubled_ridge(field, mode, spacing, edge_sites, reach, tables):
         lo, hi = max(0, i_lo - margin), min(ni2, i_hi + margin)
         d2 = kernels.doubled_distance_sq(field, mode, spacing, edge_sites, lo, hi, reach)
         blocks.append(kernels.ridge_centres_discrete(
-            d2, lo, i_lo - lo, i_hi - lo, 1, nj2, ni2, *tables
+            d2, lo, i_lo - lo, i_hi - lo, 1, nj2, ni2, True, *tables
         ))
         del d2
     return np.concatenate(blocks)
