@@ -25,6 +25,8 @@ _EXPORTS = {
     "mid_axis_spacing": "_number",
     "surface_skeleton": "_skeleton",
     "plate_rod": "_plate_rod",
+    "plate_rod_labels": "_plate_rod",
+    "classify_skeleton": "_plate_rod",
     "density": "_density",
     "cortical": "_cortical",
 }
