@@ -95,6 +95,66 @@ def _envelope(f, n, step, site_before, site_after, out, pos, val, v, z):
 _BLOCK = 16  # columns gathered together so that strided passes read whole cache lines
 
 
+_WINDOW_LIMIT = 48  # up to this many steps of reach, brute force beats the envelope
+
+
+@njit(parallel=True)
+def _pass_axis_window(arr, axis, step, edge_sites, reach):
+    """In-place squared-distance pass along axis 0 or 1 by brute force over a window.
+
+    out[q] = min over |p - q| <= halo of f[p] + ((q - p) step)²: exact for every value up
+    to reach² (a minimum farther away is larger than that and can never decide a ball).
+    The inner loop runs across a block of neighbouring lines, which vectorises.
+    """
+    n0, n1, n2 = arr.shape
+    n = n0 if axis == 0 else n1
+    outer = n1 if axis == 0 else n0
+    halo = int(math.ceil(reach / step)) + 1
+    weights = np.empty(2 * halo + 1, np.float32)
+    for d in range(-halo, halo + 1):
+        weights[d + halo] = (d * step) ** 2
+    n_blocks = (n2 + _WIDE_BLOCK - 1) // _WIDE_BLOCK
+    for task in prange(outer * n_blocks):
+        o, blk = task // n_blocks, task % n_blocks
+        c0 = blk * _WIDE_BLOCK
+        width = min(_WIDE_BLOCK, n2 - c0)
+        # rows -1 and n are the virtual background sites beyond the border
+        buf = np.empty((n + 2, _WIDE_BLOCK), np.float32)
+        border = 0.0 if edge_sites else np.inf
+        for c in range(_WIDE_BLOCK):
+            buf[0, c] = border
+            buf[n + 1, c] = border
+        for q in range(n):
+            for c in range(width):
+                buf[q + 1, c] = arr[q, o, c0 + c] if axis == 0 else arr[o, q, c0 + c]
+            for c in range(width, _WIDE_BLOCK):
+                buf[q + 1, c] = 0.0
+        result = np.empty(_WIDE_BLOCK, np.float32)
+        for q in range(n):
+            inside = False
+            for c in range(width):
+                result[c] = buf[q + 1, c]
+                if result[c] > 0.0:
+                    inside = True
+            if inside:
+                lo = max(-1, q - halo)
+                hi = min(n, q + halo)
+                for t in range(lo, hi + 1):
+                    w = weights[t - q + halo]
+                    for c in range(_WIDE_BLOCK):
+                        value = buf[t + 1, c] + w
+                        if value < result[c]:
+                            result[c] = value
+            for c in range(width):
+                if axis == 0:
+                    arr[q, o, c0 + c] = result[c]
+                else:
+                    arr[o, q, c0 + c] = result[c]
+
+
+_WIDE_BLOCK = 32
+
+
 @njit(parallel=True)
 def _pass_axis(arr, axis, step, edge_sites, reach):
     """In-place squared-distance pass of ``arr`` (3-D float32) along axis 0 or 1.
@@ -249,8 +309,12 @@ def doubled_distance_sq(phase, mode, spacing, edge_sites, i_lo, i_hi, reach):
     w_lo, w_hi = max(0, i_lo - halo), min(ni, i_hi + halo)
     out = np.empty((2 * nz - 1, 2 * ny - 1, i_hi - i_lo), np.float32)
     _outside_distance_x(phase, mode, hx / 2.0, edge_sites[2], w_lo, w_hi, i_lo, out)
-    _pass_axis(out, 1, hy / 2.0, edge_sites[1], reach)
-    _pass_axis(out, 0, hz / 2.0, edge_sites[0], reach)
+    for axis, h in ((1, hy), (0, hz)):
+        step = h / 2.0
+        if reach / step <= _WINDOW_LIMIT:
+            _pass_axis_window(out, axis, step, edge_sites[axis], reach)
+        else:
+            _pass_axis(out, axis, step, edge_sites[axis], reach)
     return out
 
 

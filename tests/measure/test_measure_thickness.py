@@ -133,3 +133,15 @@ def test_statistics():
     assert stats["mean"] == 2.0 and stats["max"] == 3.0 and stats["n"] == 3
     assert stats["sd"] == pytest.approx(1.0)
     assert measure.thickness_statistics(np.zeros(3))["n"] == 0
+
+
+def test_window_and_envelope_passes_agree(monkeypatch):
+    from microarch._kernels import thickness as kernels
+
+    rng = np.random.default_rng(11)
+    mask = rng.random((20, 22, 18)) < 0.5
+    spacing = (0.9, 1.0, 1.1)
+    windowed = measure.local_thickness(~mask, spacing=spacing, edge="background")
+    monkeypatch.setattr(kernels, "_WINDOW_LIMIT", 0)
+    enveloped = measure.local_thickness(~mask, spacing=spacing, edge="background")
+    np.testing.assert_allclose(windowed, enveloped, rtol=1e-6)
