@@ -42,12 +42,16 @@ def limit(n: int | None) -> int:
 
 @contextlib.contextmanager
 def threads(n: int | None):
-    """Context manager: run the block with ``n`` numba threads, then restore the old count."""
+    """Context manager: run the block with ``n`` threads, then restore numba's and
+    SimpleITK's previous counts."""
     import numba
+    import SimpleITK as sitk
 
     previous = numba.get_num_threads()
+    previous_itk = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     limit(n)
     try:
         yield
     finally:
         numba.set_num_threads(previous)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous_itk)
