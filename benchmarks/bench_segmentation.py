@@ -3,8 +3,8 @@
 A synthetic distal radius (Voronoi trabecular bone in a porous cortex) is rendered the way
 an XtremeCT II writes it (blur, noise SD 80 mg HA/cm³, native int16 with the scanner
 calibration) and stored as a genuine AIM file. Each timed step runs in a fresh
-subprocess so that its peak resident memory (``ru_maxrss``, which includes the Python
-interpreter and the libraries, about 200 MB) is its own; numba kernels are compiled or
+subprocess so that its peak resident memory (``VmHWM``, which includes the Python
+interpreter, the libraries and the loaded truth masks) is its own; numba kernels are compiled or
 loaded from the cache by a warm-up call before timing. The table reports
 wall time, peak memory and, for the segmentations, Dice against the true bone mask.
 
@@ -71,7 +71,7 @@ _CHILD = {
 }
 
 _PRELUDE = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 AIM = {aim!r}
 TRUTH = dict(np.load({truth!r}))
@@ -82,7 +82,9 @@ def dice(a, b):
 
 _POSTLUDE = """
 result["seconds"] = elapsed
-result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process's own peak (ru_maxrss would inherit the parent's across fork)
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+result["peak_mb"] = int(status) / 1024
 print("RESULT" + json.dumps(result))
 """
 
