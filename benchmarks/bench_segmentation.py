@@ -131,14 +131,14 @@ def main(argv=None):
     lines = [
         "# Read and segment a full-size scan",
         "",
-        f"Synthetic distal radius {tuple(args.shape)} voxels at 0.0607 mm, rendered as an "
-        f"XtremeCT II AIM file (phantom built in {build:.0f} s, not timed below).",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        (f"Synthetic distal radius {tuple(args.shape)} voxels at 0.0607 mm, rendered as an "
+        f"XtremeCT II AIM file (phantom built in {build:.0f} s, not timed below)."),
+        (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; load average before the run "
-        f"{os.getloadavg()[0]:.1f}. Each row ran in its own process.",
+        f"{os.getloadavg()[0]:.1f}. Each row ran in its own process."),
         "",
-        "| step | wall time (s) | peak memory (MB) | Dice bone | Dice periosteal | "
-        "Dice trabecular |",
+        ("| step | wall time (s) | peak memory (MB) | Dice bone | Dice periosteal | "
+        "Dice trabecular |"),
         "|---|---|---|---|---|---|",
     ]
     for name, r in rows:
