@@ -113,7 +113,7 @@ def trabecular(mask, *, spacing, roi=None, edge="continue", convention="continuo
     voxel_volume = float(np.prod(spacing))
     record = {key: math.nan for key in UNITS}
     notes = []
-    maps = {}
+    maps = {} if return_maps else None  # None: let each map go as soon as it is summarised
 
     n_roi = int(np.count_nonzero(roi))
     bone = mask & roi
@@ -155,7 +155,9 @@ def _thickness_and_spacing(mask, roi, bone, spacing, edge, convention, ddof, rec
         stats = thickness_statistics(lt, where=where, ddof=ddof)
         record[symbol], record[f"{symbol}.SD"], record[f"{symbol}.Max"] = (
             stats["mean"], stats["sd"], stats["max"])
-        maps[symbol] = lt
+        if maps is not None:
+            maps[symbol] = lt
+        del lt
 
 
 def _number(mask, roi, spacing, edge, ddof, record, maps):
@@ -164,7 +166,8 @@ def _number(mask, roi, spacing, edge, ddof, record, maps):
     if stats["n"] and np.isfinite(stats["mean"]) and stats["mean"] > 0:
         record["Tb.N"] = 1.0 / stats["mean"]
         record["Tb.1/N.SD"] = stats["sd"]
-    maps["Tb.N"] = spacing_map
+    if maps is not None:
+        maps["Tb.N"] = spacing_map
 
 
 def _surface(bone, spacing, record):
