@@ -39,6 +39,14 @@ _EXPORTS = {
     "SyntheticScan": "_imaging",
     "render_scan": "_imaging",
     "XTREMECT2_CALIBRATION": "_imaging",
+    "AILoss": "_simulation",
+    "Withdrawal": "_simulation",
+    "RigidTransform": "_simulation",
+    "SimulatedVisit": "_simulation",
+    "VisitSeries": "_simulation",
+    "simulate_visits": "_simulation",
+    "write_demo_cohort": "_cohort",
+    "visits_figure": "_cohort",
 }
 
 __all__ = list(_EXPORTS)
