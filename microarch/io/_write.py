@@ -135,7 +135,8 @@ def write_image(path, array, *, spacing, origin=None, meta=None, units=None,
     return path
 
 
-def write_aim(path, array, *, spacing, calibration=None, origin=None, meta=None) -> Path:
+def write_aim(path, array, *, spacing, calibration=None, origin=None, meta=None,
+              created_by=None, when=None) -> Path:
     """Write a Scanco AIM v020 file (uncompressed int16 or int8 data).
 
     Parameters
@@ -158,6 +159,11 @@ def write_aim(path, array, *, spacing, calibration=None, origin=None, meta=None)
         (``position``), so it must be a multiple of ``spacing``.
     meta : dict, optional
         Extra processing-log entries ``{key: value}`` (e.g. ``{"Index Measurement": 12}``).
+    created_by : str, optional
+        The processing log's creator line; default ``"microarch <version> (write_aim)"``.
+    when : datetime.datetime, optional
+        The time stamped into the processing log; default now. Fix both to write
+        byte-identical files (e.g. for reproducible test data).
 
     Returns
     -------
@@ -201,7 +207,7 @@ def write_aim(path, array, *, spacing, calibration=None, origin=None, meta=None)
         position = tuple(int(v) for v in rounded[::-1])  # (x, y, z)
     header, data = encode_aim_v020(
         arr, spacing=voxel, position=position, calibration=calibration, extra=meta,
-        created_by=f"microarch {__version__} (write_aim)",
+        created_by=created_by or f"microarch {__version__} (write_aim)", when=when,
     )
     with open(path, "wb") as handle:
         handle.write(header)

@@ -74,17 +74,12 @@ def _calibration_object(calibration: dict):
 
 
 def _write_aim(path: Path, native, spacing, calibration, extra):
-    """Write an AIM v020 file like :func:`microarch.io.write_aim`, with a fixed log time
-    and creator so that the bytes do not depend on when it was written."""
-    from microarch.io._scanco import encode_aim_v020
+    """Write an AIM v020 file with a fixed log time and creator, so that the bytes do not
+    depend on when it was written."""
+    from microarch.io import write_aim
 
-    header, data = encode_aim_v020(
-        native, spacing=tuple(float(s) for s in spacing), position=(0, 0, 0),
-        calibration=calibration, extra=extra, created_by=_AIM_CREATOR, when=_AIM_TIME,
-    )
-    with open(path, "wb") as handle:
-        handle.write(header)
-        handle.write(memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B"))
+    write_aim(path, native, spacing=spacing, calibration=calibration, meta=extra,
+              created_by=_AIM_CREATOR, when=_AIM_TIME)
 
 
 def _write_scan(path: Path, kind: str, scan, subject: str, visit, index: int):
