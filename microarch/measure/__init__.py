@@ -31,7 +31,7 @@ _EXPORTS = {
     "cortical": "_cortical",
 }
 
-__all__ = ["DegenerateInputWarning", *_EXPORTS]
+__all__ = ["DegenerateInputWarning", *sorted(_EXPORTS)]
 
 
 def __getattr__(name):

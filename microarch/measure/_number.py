@@ -29,7 +29,8 @@ from microarch._shared.validation import as_mask, as_roi, as_spacing, check_choi
 from microarch.measure._thickness import EDGES, _ball_radius_sq, thickness_statistics
 
 
-def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None):
+def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None, region=None,
+                     where=None):
     """Local spacing of the mid-axes: diameter map (mm) of the space between them.
 
     Parameters
@@ -42,6 +43,11 @@ def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None):
         Whether the space continues beyond the image border.
     skeleton : (Z, Y, X) array_like of bool, optional
         A precomputed skeleton of ``mask`` (e.g. from :func:`microarch.measure.surface_skeleton`).
+    region : (Z, Y, X) array_like of bool, optional
+        Where the structure lives (e.g. the periosteal envelope): outside it counts as
+        mid-axis too, so no ball reaches out of it and nothing outside is computed.
+    where : (Z, Y, X) array_like of bool, optional
+        The voxels whose spacing is wanted (default all); others come out 0.
 
     Returns
     -------
@@ -60,8 +66,12 @@ def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None):
         skeleton = as_roi(skeleton, mask.shape, name="skeleton")
     if not skeleton.any():
         return np.full(mask.shape, np.nan, np.float32), skeleton
-    radius2 = _ball_radius_sq(~skeleton, spacing, convention="continuous", edge=edge,
-                              sites=skeleton)
+    sites = skeleton
+    if region is not None:
+        sites = skeleton | ~as_roi(region, mask.shape, name="region")
+    targets = ~sites if where is None else as_roi(where, mask.shape, name="where") & ~sites
+    radius2 = _ball_radius_sq(~sites, spacing, convention="continuous", edge=edge,
+                              sites=sites, targets=targets)
     spacing_map = np.sqrt(radius2, out=radius2)
     spacing_map *= 2.0
     return spacing_map, skeleton

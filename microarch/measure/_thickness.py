@@ -44,7 +44,6 @@ import numpy as np
 
 from microarch._shared.validation import (
     as_mask,
-    as_roi,
     as_spacing,
     check_choice,
     degenerate,
@@ -122,11 +121,13 @@ def local_thickness(mask, *, spacing, convention="continuous", edge="continue"):
     return thickness
 
 
-def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None):
+def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None, targets=None):
     """Squared radius (mm²) of the largest covering ball at each target voxel.
 
-    ``phase`` holds the target voxels. With ``sites`` given, the outside is the set of
-    site voxel centres (the mid-axes for Tb.N) instead of the phase's complement.
+    ``phase`` is the structure. With ``sites`` given, the outside is the set of site
+    voxel centres (the mid-axes for Tb.N) instead of the phase's complement. ``targets``
+    (default ``phase``) are the voxels whose value is wanted, e.g. only those inside a
+    volume of interest; the others come out 0 and cost nothing to paint.
     Returns None when nothing is outside (unbounded thickness).
     """
     from microarch._kernels import thickness as kernels
@@ -164,7 +165,8 @@ def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None):
         keys = _doubled_ridge(field, mode, spacing, edge_sites, reach, tables)  # cube overlap
     keys.sort()  # by squared radius, in place
     n_chunks = max(1, 4 * _numba_threads())
-    return kernels.paint(phase, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
+    targets = phase if targets is None else targets
+    return kernels.paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
 
 
 def _doubled_ridge(field, mode, spacing, edge_sites, reach, tables):
@@ -219,7 +221,7 @@ def _containment_tables(spacing, reach, *, scale, cube_overlap, offsets):
     volume = np.prod([2 * reach / hh + 5 for hh in h])
     if volume > _MAX_TABLE_OFFSETS:
         reach *= (_MAX_TABLE_OFFSETS / volume) ** (1 / 3)
-    extent = [int(math.ceil(reach / hh)) + 2 for hh in h]
+    extent = [math.ceil(reach / hh) + 2 for hh in h]
     grids = np.meshgrid(*[np.arange(-e, e + 1) for e in extent], indexing="ij")
     base = np.stack([g.ravel() for g in grids], axis=1).astype(float)
 

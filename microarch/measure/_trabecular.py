@@ -13,13 +13,15 @@ from microarch._shared.validation import (
     as_roi,
     as_spacing,
     check_choice,
+    degenerate,
 )
 from microarch.measure._connectivity import connectivity_density
 from microarch.measure._number import mid_axis_spacing
 from microarch.measure._thickness import (
     CONVENTIONS,
     EDGES,
-    local_thickness,
+    _ball_radius_sq,
+    _bonej_clean_up,
     thickness_statistics,
 )
 
@@ -47,8 +49,8 @@ UNITS = {
 }
 
 
-def trabecular(mask, *, spacing, roi=None, edge="continue", convention="continuous",
-               smi=True, ddof=1, return_maps=False):
+def trabecular(mask, *, spacing, roi=None, region=None, edge="continue",
+               convention="continuous", smi=True, ddof=1, return_maps=False):
     """Standard trabecular morphometry of a bone mask inside a volume of interest.
 
     Structures are measured where they lie in the whole image (a trabecula crossing the
@@ -65,20 +67,25 @@ def trabecular(mask, *, spacing, roi=None, edge="continue", convention="continuo
     roi : (Z, Y, X) array_like of bool, optional
         Volume of interest (e.g. the trabecular compartment); default the whole image.
         TV is its volume.
+    region : (Z, Y, X) array_like of bool, optional
+        Where the bone lives, e.g. the periosteal envelope. Outside it is not marrow: it
+        bounds the marrow spaces (Tb.Sp) and the space between mid-axes (Tb.N) like bone
+        does, and is skipped. With a closed cortex this changes no value inside the
+        ROI and saves the time spent measuring the soft tissue around the bone.
     edge : {"continue", "background"}
         ``"continue"``: the image border and the ROI border are not surfaces; bone and
         marrow are measured as they are in the whole image. ``"background"``: outside
         the ROI (and the image) counts as the other phase, so the ROI border bounds both
         trabeculae and marrow spaces (BoneJ1's ROI behaviour).
     convention : {"continuous", "bonej"}
-        Local-thickness convention, see :func:`local_thickness`.
+        Local-thickness convention, see :func:`microarch.measure.local_thickness`.
     smi : bool
         Compute SMI, SMI+, SMI-, the concave fraction and BS/BV (surface mesh).
     ddof : int
         Delta degrees of freedom of the SDs (1: sample SD as BoneJ2; 0: population SD).
     return_maps : bool
-        Also return the maps {"Tb.Th", "Tb.Sp", "Tb.N"} (float32, mm; the last is the
-        mid-axis spacing map whose mean is 1/Tb.N).
+        Also return the maps {"Tb.Th", "Tb.Sp", "Tb.N"} (float32, mm, filled inside the
+        ROI only; the last is the mid-axis spacing map whose mean is 1/Tb.N).
 
     Returns
     -------
@@ -106,6 +113,7 @@ def trabecular(mask, *, spacing, roi=None, edge="continue", convention="continuo
     mask = as_mask(mask)
     spacing = as_spacing(spacing)
     roi = as_roi(roi, mask.shape)
+    region = as_roi(region, mask.shape, name="region")
     check_choice(edge, EDGES, name="edge")
     check_choice(convention, CONVENTIONS, name="convention")
     if roi is None:
@@ -129,9 +137,9 @@ def trabecular(mask, *, spacing, roi=None, edge="continue", convention="continuo
         record["BV/TV"] = n_bone / n_roi
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DegenerateInputWarning)
-            _thickness_and_spacing(mask, roi, bone, spacing, edge, convention, ddof,
-                                   record, maps)
-            _number(mask, roi, spacing, edge, ddof, record, maps)
+            _thickness_and_spacing(mask, roi, region, bone, spacing, edge, convention,
+                                   ddof, record, maps)
+            _number(mask, roi, region, spacing, edge, ddof, record, maps)
             record["Conn.D"] = connectivity_density(mask, spacing=spacing, roi=roi)
             if smi:
                 _surface(bone, spacing, record)
@@ -144,14 +152,28 @@ def trabecular(mask, *, spacing, roi=None, edge="continue", convention="continuo
     return (record, maps) if return_maps else record
 
 
-def _thickness_and_spacing(mask, roi, bone, spacing, edge, convention, ddof, record, maps):
+def _thickness_and_spacing(mask, roi, region, bone, spacing, edge, convention, ddof, record,
+                           maps):
     marrow = roi & ~mask
     bone_phase = mask if edge == "continue" else bone
     marrow_phase = ~mask if edge == "continue" else marrow
+    if region is not None:
+        marrow_phase = marrow_phase & region
     for symbol, phase, where in (("Tb.Th", bone_phase, bone), ("Tb.Sp", marrow_phase, marrow)):
         if not where.any():
             continue
-        lt = local_thickness(phase, spacing=spacing, convention=convention, edge=edge)
+        # BoneJ's clean-up looks at neighbours, so its parity needs the whole map
+        targets = where if convention == "continuous" else None
+        radius2 = _ball_radius_sq(phase, spacing, convention=convention, edge=edge,
+                                  targets=targets)
+        if radius2 is None:
+            degenerate(f"{symbol} undefined: the phase fills the image and continues "
+                       "beyond it (edge='continue')")
+            continue
+        lt = np.sqrt(radius2, out=radius2)
+        lt *= 2.0
+        if convention == "bonej":
+            lt = _bonej_clean_up(lt)
         stats = thickness_statistics(lt, where=where, ddof=ddof)
         record[symbol], record[f"{symbol}.SD"], record[f"{symbol}.Max"] = (
             stats["mean"], stats["sd"], stats["max"])
@@ -160,8 +182,9 @@ def _thickness_and_spacing(mask, roi, bone, spacing, edge, convention, ddof, rec
         del lt
 
 
-def _number(mask, roi, spacing, edge, ddof, record, maps):
-    spacing_map, skeleton = mid_axis_spacing(mask, spacing=spacing, edge=edge)
+def _number(mask, roi, region, spacing, edge, ddof, record, maps):
+    spacing_map, skeleton = mid_axis_spacing(mask, spacing=spacing, edge=edge, region=region,
+                                             where=roi)
     stats = thickness_statistics(spacing_map, where=roi & ~skeleton, ddof=ddof)
     if stats["n"] and np.isfinite(stats["mean"]) and stats["mean"] > 0:
         record["Tb.N"] = 1.0 / stats["mean"]

@@ -118,8 +118,9 @@ def _groups(image, spacing, parts, options):
 
     def trabecular_group():
         record, maps = measure.trabecular(
-            bone, spacing=spacing, roi=trabecular, edge=options["edge"],
-            convention=options["convention"], smi=options["smi"], return_maps=True)
+            bone, spacing=spacing, roi=trabecular, region=parts.periosteal,
+            edge=options["edge"], convention=options["convention"], smi=options["smi"],
+            return_maps=True)
         marrow = trabecular & ~bone
         out = {}
         if "Tb.Th" in maps:
