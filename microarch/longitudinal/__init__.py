@@ -20,6 +20,7 @@ One call per subject
 >>> comparison.change                    # tidy: measure x visit, change, LSC  # doctest: +SKIP
 >>> comparison.memory                    # skeletal-memory index per measure   # doctest: +SKIP
 >>> comparison.remodelling_table()       # FV/BV0, RV/BV0 per pair of visits   # doctest: +SKIP
+>>> comparison.connections_table()       # connections lost on AI, restored  # doctest: +SKIP
 
 Building blocks
 ---------------
@@ -40,6 +41,10 @@ Building blocks
 `remodelling`
     Formation / resorption / quiescent voxels between two registered visits
     (225 mg HA/cm³, clusters of >= 12 voxels on XtremeCT II).
+`track_connections`, `connection_graph`, `Connections`, `ConnectionGraph`
+    Connection-level tracking: the baseline's plate/rod junction graph (elements
+    spanning two junctions) followed through the registered visits -- present at
+    baseline, lost on AI, restored after withdrawal, and the fraction restored.
 
 Frame convention
 ----------------
@@ -50,10 +55,6 @@ direction cosines are ignored (Scanco positions change between visits; the regis
 is initialised by aligning the bones' centres of mass). A transform maps baseline-grid
 physical points to follow-up-grid physical points in this frame, as do the ``.tfm``
 files written here.
-
-Not yet here: tracking individual trabecular connections (junctions present at baseline,
-lost on AI, not re-formed after withdrawal) needs the plate/rod skeleton graph;
-`Comparison.connections` is reserved for it.
 
 References
 ----------
@@ -94,6 +95,10 @@ _EXPORTS = {
     "Comparison": "_compare",
     "Visit": "_compare",
     "default_measure": "_compare",
+    "track_connections": "_connections",
+    "connection_graph": "_connections",
+    "Connections": "_connections",
+    "ConnectionGraph": "_connections",
     "Grid": "_grid",
 }
 

@@ -104,11 +104,13 @@ class Comparison:
     resampled : dict
         ``{visit_id: {"image": ..., "bone": ..., <mask names>: ...}}`` on the baseline
         grid when ``keep_resampled=True``; otherwise empty.
-    connections : None
-        Reserved for junction-level tracking (which trabecular connections present at
-        baseline are lost on therapy and never re-formed); it needs the plate/rod
-        skeleton graph and is not computed yet (design notes in
-        ``microarch/longitudinal/_connections.py``).
+    connections : Connections or None
+        Connection-level tracking (:func:`track_connections`): every connection of the
+        baseline's plate/rod junction graph (an element spanning two junctions) inside
+        the common region, followed through the visits -- present at baseline, lost on
+        AI, restored after withdrawal (:meth:`connections_table`). None when
+        ``compare_visits(connections=False)`` or when it could not be computed (see
+        ``notes``).
     notes : list of str
         What happened to visits that could not be used, and other caveats.
     """
@@ -149,6 +151,23 @@ class Comparison:
         return pd.DataFrame([{"subject": self.subject, **r.as_record()}
                              for r in self.remodelling])
 
+    def connections_table(self):
+        """Connection memory: one row per post-withdrawal visit.
+
+        Columns ``subject``, then those of :attr:`Connections.memory`: connections
+        present at baseline, lost on AI, restored after withdrawal, still lost, the
+        fraction restored (restored / lost) and its reason when NaN. Empty when no
+        connections were tracked. Per-visit counts: ``connections.visits_table()``; one
+        row per connection: ``connections.table()``.
+        """
+        import pandas as pd
+
+        from microarch.longitudinal._connections import _MEMORY_COLUMNS
+
+        rows = [] if self.connections is None else self.connections.memory
+        return pd.DataFrame([{"subject": self.subject, **row} for row in rows],
+                            columns=["subject", *_MEMORY_COLUMNS])
+
 
 @dataclass
 class _Prepared:
@@ -161,7 +180,7 @@ class _Prepared:
     order: int
 
 
-def default_measure(mask, *, spacing, roi, image=None, plate_rod=True):
+def default_measure(mask, *, spacing, roi, image=None, masks=None, plate_rod=True):
     """Trabecular morphometry (+ plate/rod and mean density) of one visit in the ROI.
 
     The default re-measurement of :func:`compare_visits`:
@@ -180,6 +199,10 @@ def default_measure(mask, *, spacing, roi, image=None, plate_rod=True):
         The common region.
     image : (Z, Y, X) array_like, optional
         Density image on the same grid.
+    masks : dict of str -> (Z, Y, X) array_like of bool, optional
+        The visit's compartments on the same grid; a ``"periosteal"`` mask bounds the
+        marrow space (``region=`` of :func:`microarch.measure.trabecular`), which spares
+        measuring the soft tissue around the bone.
     plate_rod : bool
         Include the plate/rod decomposition.
 
@@ -200,7 +223,9 @@ def default_measure(mask, *, spacing, roi, image=None, plate_rod=True):
     """
     from microarch import measure as measure_module
 
-    record = dict(measure_module.trabecular(mask, spacing=spacing, roi=roi, smi=False))
+    region = (masks or {}).get("periosteal")
+    record = dict(measure_module.trabecular(mask, spacing=spacing, roi=roi, region=region,
+                                            smi=False))
     notes = [record.pop("notes", "")]
     if plate_rod:
         try:
@@ -442,7 +467,8 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
                    strategy="sequential", registration=None, interpolation="linear",
                    segment=None, erosion_voxels=1, lsc=None, fallback_lsc=FALLBACK_LSC,
                    memory_measures=MEMORY_MEASURES, remodelling="consecutive",
-                   remodelling_options=None, keep_resampled=False, threads=None):
+                   remodelling_options=None, connections=True, connection_options=None,
+                   keep_resampled=False, threads=None):
     """Register, re-measure and compare all visits of one subject.
 
     1. Every follow-up is rigidly registered to the baseline (:func:`register`), either
@@ -459,6 +485,8 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
        skeletal-memory indices (:func:`skeletal_memory`).
     6. Voxel-level formation/resorption between registered visits (:func:`remodelling`),
        inside the common region.
+    7. Connection-level tracking (:func:`track_connections`): the connections of the
+       baseline's junction graph in the common region, present or lost at each visit.
 
     Parameters
     ----------
@@ -504,6 +532,13 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
         visit, every ordered pair, or none. Only visits with density images.
     remodelling_options : dict, optional
         Keyword arguments for :func:`remodelling` (profile, threshold, min_cluster, ...).
+    connections : bool
+        Track the baseline's trabecular connections through the visits
+        (``Comparison.connections``); costs about one plate/rod decomposition of the
+        baseline plus a local test per connection and visit.
+    connection_options : dict, optional
+        Keyword arguments for :func:`track_connections`: ``tolerance_voxels``,
+        ``margin_voxels``.
     keep_resampled : bool
         Keep the resampled images and masks in ``Comparison.resampled`` (memory!).
     threads : int, optional
@@ -517,7 +552,8 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
     ------
     ValueError
         Malformed visits (missing spacing, duplicate ids, unknown roles, masks of the
-        wrong shape), or a named ``region`` missing from a usable visit.
+        wrong shape), a named ``region`` missing from a usable visit, or unknown or
+        invalid ``connection_options``.
 
     Notes
     -----
@@ -539,6 +575,7 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
     >>> result.registration_table()[["visit", "status", "dice"]]     # doctest: +SKIP
     >>> result.change.query("exceeds_lsc")                          # doctest: +SKIP
     >>> result.memory[["measure", "index", "index_sd", "reason"]]    # doctest: +SKIP
+    >>> result.connections_table()[["lost_on_ai", "restored"]]      # doctest: +SKIP
     """
     check_choice(strategy, STRATEGIES, name="strategy")
     check_choice(interpolation, GREY_INTERPOLATIONS, name="interpolation")
@@ -550,6 +587,7 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
         if reserved in options:
             raise ValueError(f"registration options cannot set {reserved!r}; it comes from "
                              "the visits (or the threads argument)")
+    connection_options = _connection_options(connection_options)
     measure = default_measure if measure is None else measure
     if not callable(measure):
         raise TypeError("measure must be callable: measure(bone, *, spacing, roi) -> dict")
@@ -615,11 +653,50 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
                 region=common, **(remodelling_options or {}))
             maps.append(dataclasses.replace(result, from_visit=first.id, to_visit=second.id))
 
+    tracked = None
+    if connections:
+        tracked = _track(usable, on_grid, common, grid, connection_options, notes)
+
     return Comparison(
         subject=subject, visits=[(v.id, v.role) for v in prepared], baseline=reference.id,
         grid=grid, registrations=registrations, pairwise=pairwise, region=region_name,
         common_region=common, records=records, change=change, memory=memory,
-        remodelling=maps, resampled=on_grid if keep_resampled else {}, notes=notes)
+        remodelling=maps, resampled=on_grid if keep_resampled else {},
+        connections=tracked, notes=notes)
+
+
+_CONNECTION_OPTIONS = ("tolerance_voxels", "margin_voxels")
+
+
+def _connection_options(options):
+    """Validated keyword arguments for track_connections (checked before any work)."""
+    from microarch.longitudinal._connections import _distance_voxels, _tolerance
+
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_CONNECTION_OPTIONS))
+    if unknown:
+        raise ValueError(f"connection_options cannot set {unknown}; allowed: "
+                         f"{list(_CONNECTION_OPTIONS)} (masks, roles and the region come "
+                         "from the comparison)")
+    if "tolerance_voxels" in options:
+        _distance_voxels(options["tolerance_voxels"], "tolerance_voxels")
+    if "margin_voxels" in options:
+        _tolerance(options["margin_voxels"], "margin_voxels")
+    return options
+
+
+def _track(usable, on_grid, common, grid, options, notes):
+    """Connection tracking over the usable visits, or None with a note."""
+    from microarch.longitudinal._connections import track_connections
+
+    masks = {v.id: on_grid[v.id]["bone"] for v in usable}
+    roles = {v.id: v.role for v in usable}
+    try:
+        return track_connections(masks, spacing=grid.spacing, roles=roles, region=common,
+                                 **options)
+    except (RuntimeError, ArithmeticError, MemoryError) as exc:
+        notes.append(f"connection tracking failed: {exc}")
+        return None
 
 
 def _choose_region(region, usable, notes):
