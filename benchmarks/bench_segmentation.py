@@ -153,7 +153,7 @@ def main(argv=None):
     lines += ["", "Target: read + compartments <= 20 s and <= 6 GB (6144 MB) on 2 cores.", ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
 

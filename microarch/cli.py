@@ -397,10 +397,21 @@ def _parser():
     return parser
 
 
+def _tolerate_ascii_console():
+    """Let units such as mm³ print on a console whose encoding cannot show them."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # not so for a replaced stream (pytest, IDEs)
+            try:
+                "³".encode(stream.encoding or "ascii")
+            except (LookupError, UnicodeEncodeError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None) -> int:
     """Entry point of the ``microarch`` console script; returns the exit status."""
     from microarch.workflow import ConfigError, SampleSheetError
 
+    _tolerate_ascii_console()
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)

@@ -1,5 +1,6 @@
 """Every script in examples/ runs to completion (they are the documentation)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.py"))
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(script, tmp_path):
+    # the examples print units such as mm³; a C/ASCII locale must not make them fail
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
+                            encoding="utf-8", errors="replace", timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip(), "an example should show its result"

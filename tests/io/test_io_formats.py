@@ -240,6 +240,6 @@ def test_single_dicom_file(tmp_path):
 def test_importing_microarch_io_does_not_import_simpleitk_or_tifffile():
     code = ("import sys, microarch.io; "
             "print(sorted(m for m in ('SimpleITK', 'tifffile', 'numba') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            encoding="utf-8", errors="replace", check=True)
     assert result.stdout.strip() == "[]"

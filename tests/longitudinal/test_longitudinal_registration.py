@@ -281,7 +281,7 @@ def test_transform_file_round_trip(tmp_path, small_bone, small_baseline, synth):
                       follow_up_mask=follow_up["periosteal"],
                       shrink_factors=(4, 2), smoothing_sigmas=(2, 1), **FAST)
     path = result.save(tmp_path / "V2_to_V1.tfm")
-    assert path.read_text().startswith("#Insight Transform File")
+    assert path.read_text(encoding="utf-8").startswith("#Insight Transform File")
     loaded = load_transform(path)
     points = _bone_points(baseline, spacing, every=200)
     again = Registration(transform=loaded, status="ok")

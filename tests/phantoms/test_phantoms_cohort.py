@@ -51,7 +51,7 @@ def test_layout_and_sample_sheet(small_cohort):
         "AI01.json", "AI02.json", "AI03.json"]
     # SHA256SUMS lists every other file written, with its hash.
     sums = dict(line.split("  ")[::-1]
-                for line in (root / "SHA256SUMS").read_text().splitlines())
+                for line in (root / "SHA256SUMS").read_text(encoding="utf-8").splitlines())
     assert set(sums) == {p.relative_to(root).as_posix() for p in files[:-1]}
     for name, digest in sums.items():
         assert _sha256(root / name) == digest
@@ -85,7 +85,7 @@ def test_truth_files(small_cohort):
     root, _ = small_cohort
     kinds = {"AI01": ("withdrawal", 1.0), "AI02": ("reversal", 0.5), "AI03": ("reversal", 0.0)}
     for subject, (recovery, expected) in kinds.items():
-        truth = json.loads((root / "truth" / f"{subject}.json").read_text())
+        truth = json.loads((root / "truth" / f"{subject}.json").read_text(encoding="utf-8"))
         assert truth["subject"] == subject
         assert truth["recovery"] == recovery
         assert truth["expected_memory_index"]["Conn.D"] == expected
@@ -116,7 +116,7 @@ def test_committed_sample_data_regenerates(tmp_path):
     if not (SAMPLE_DATA / "SHA256SUMS").is_file():
         pytest.skip("sample_data/ is not in this checkout")
     sums = dict(line.split("  ")[::-1]
-                for line in (SAMPLE_DATA / "SHA256SUMS").read_text().splitlines())
+                for line in (SAMPLE_DATA / "SHA256SUMS").read_text(encoding="utf-8").splitlines())
     for name, digest in sums.items():
         assert _sha256(SAMPLE_DATA / name) == digest, f"{name} differs from SHA256SUMS"
     out = tmp_path
@@ -134,13 +134,13 @@ def test_committed_sample_data_regenerates(tmp_path):
 def test_committed_truth_has_the_three_memory_indices():
     if not (SAMPLE_DATA / "truth").is_dir():
         pytest.skip("sample_data/ is not in this checkout")
-    index = {s: json.loads((SAMPLE_DATA / "truth" / f"{s}.json").read_text())["memory_index"]
+    index = {s: json.loads((SAMPLE_DATA / "truth" / f"{s}.json").read_text(encoding="utf-8"))["memory_index"]
              for s in ("AI01", "AI02", "AI03")}
     assert index["AI01"]["Conn.D"] == 1.0
     assert index["AI02"]["Conn.D"] == pytest.approx(0.5, abs=1e-9)
     assert index["AI03"]["Conn.D"] == 0.0
     for subject in ("AI01", "AI02", "AI03"):
-        truth = json.loads((SAMPLE_DATA / "truth" / f"{subject}.json").read_text())
+        truth = json.loads((SAMPLE_DATA / "truth" / f"{subject}.json").read_text(encoding="utf-8"))
         change = truth["change_percent"]["on_ai"]
         assert -6.0 <= change["own Tt.BMD"] <= -3.0
         assert -3.0 <= change["own Tb.BMD"] <= -1.0
@@ -156,7 +156,7 @@ def test_invalid_arguments(tmp_path):
     with pytest.raises(ValueError, match="must not set"):
         write_demo_cohort(tmp_path, simulation_options={"seed": 1})
     target = tmp_path / "file"
-    target.write_text("x")
+    target.write_text("x", encoding="utf-8")
     with pytest.raises(NotADirectoryError):
         write_demo_cohort(target)
 

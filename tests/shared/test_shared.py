@@ -42,7 +42,8 @@ def test_import_is_light_and_side_effect_free():
     code = ("import sys, microarch, microarch.measure, microarch.io, microarch.segment, "
             "microarch.phantoms, microarch.longitudinal; "
             "print(sorted(m for m in ('numba', 'SimpleITK', 'snakemake') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
+                         errors="replace", check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -59,6 +60,7 @@ def test_unwritable_numba_cache_does_not_break_import():
             "import numpy as np\n"
             "from microarch import measure\n"
             "print(measure.euler_characteristic(np.ones((2, 2, 2), bool)))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
+                         errors="replace")
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.strip() == "1"

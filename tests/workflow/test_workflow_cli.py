@@ -30,7 +30,7 @@ def test_run_hands_the_workflow_and_extra_flags_to_snakemake(tmp_path, monkeypat
                                                              captured):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text("{}\n")
+    (tmp_path / "config" / "config.yaml").write_text("{}\n", encoding="utf-8")
     assert cli.main(["run", "--keep-going", "-n", "results/metrics.tsv"]) == 0
     assert captured[-1] == ["--snakefile", str(snakefile()), "--keep-going", "-n",
                             "results/metrics.tsv"]
@@ -58,7 +58,7 @@ def test_run_elsewhere_uses_the_packaged_config_and_absolute_paths(tmp_path, mon
 def test_report_and_help(tmp_path, monkeypatch, captured, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text("{}\n")
+    (tmp_path / "config" / "config.yaml").write_text("{}\n", encoding="utf-8")
     cli.main(["report", "out.zip", "--configfile", "c.yaml"])
     argv = captured[-1]
     assert argv[argv.index("--configfile") + 1] == str(tmp_path / "c.yaml")
@@ -81,7 +81,7 @@ def test_measure_one_scan(tmp_path, monkeypatch, capsys):
     assert code == 0, output
     assert output.startswith("scan: ok")
     assert "Tb.Th" in output and "mm" in output
-    record = json.loads((tmp_path / "out" / "scan" / "metrics.json").read_text())
+    record = json.loads((tmp_path / "out" / "scan" / "metrics.json").read_text(encoding="utf-8"))
     assert record["status"] == "ok" and record["provenance"]["threads"] == 1
     assert "pBV/TV" not in record["measures"]
 

@@ -21,7 +21,7 @@ def record(scan_id, status="ok", **measures):
 
 def test_metrics_table_keeps_failed_scans_and_measure_order(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps(record("S2_V1", "failed")))
+    path.write_text(json.dumps(record("S2_V1", "failed")), encoding="utf-8")
     table = metrics_table([record("S1_V1", **{"BV/TV": 0.2, "Tb.Th": None}),
                            record("S1_V2", **{"Tb.Th": 0.3, "Conn.D": 4.0}), path])
     assert list(table.columns) == METRICS_COLUMNS + ["BV/TV", "Tb.Th", "Conn.D"]
@@ -40,7 +40,7 @@ def test_collect_cohort_writes_every_table_even_when_empty(tmp_path):
     metrics = []
     for item in (record("S1_V1", **{"BV/TV": 0.2}), record("S1_V2", "failed")):
         path = tmp_path / f"{item['scan_id']}.json"
-        path.write_text(json.dumps(item))
+        path.write_text(json.dumps(item), encoding="utf-8")
         metrics.append(path)
     out = {name: tmp_path / "results" / f"{name}.tsv"
            for name in ("metrics", "longitudinal", "memory", "registration", "remodelling",
@@ -95,7 +95,7 @@ def test_contact_sheet_captions(tmp_path):
         Figure(figsize=(1, 1)).savefig(picture)
         montages.append(picture)
         path = tmp_path / f"{item['scan_id']}.json"
-        path.write_text(json.dumps(item))
+        path.write_text(json.dumps(item), encoding="utf-8")
         metrics.append(path)
     figure = contact_sheet(montages, metrics, path=tmp_path / "sheet.png", columns=2)
     titles = [ax.get_title() for ax in figure.axes]

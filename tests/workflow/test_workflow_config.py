@@ -89,11 +89,11 @@ def test_packaged_copy_is_found_when_there_is_no_checkout(tmp_path):
     site = tmp_path / "site-packages"
     package = site / "microarch"
     (package / "_workflow" / "pipelines" / "rules").mkdir(parents=True)
-    (package / "_workflow" / "Snakefile").write_text("# packaged\n")
+    (package / "_workflow" / "Snakefile").write_text("# packaged\n", encoding="utf-8")
     assert _find_workflow(package) == package / "_workflow"
     # a checkout next to the package wins over a (stale) packaged copy
     (site / "pipelines" / "rules").mkdir(parents=True)
-    (site / "Snakefile").write_text("# checkout\n")
+    (site / "Snakefile").write_text("# checkout\n", encoding="utf-8")
     assert _find_workflow(package) == site
     with pytest.raises(FileNotFoundError, match="was not found"):
         _find_workflow(tmp_path / "elsewhere" / "microarch")

@@ -65,8 +65,8 @@ def test_init_config_writes_a_sheet_that_says_what_is_missing(tmp_path, monkeypa
     scans = tmp_path / "scans"
     touch(scans, "S01_radius_V1_BL.nii.gz", "S01_radius_V2.nii.gz", "C0001234.AIM")
     result = init_config("scans", "study")
-    assert result["samples"].read_text().startswith("# Sample sheet written by")
-    assert result["config"].read_text().count("samples: study/samples.tsv") == 1
+    assert result["samples"].read_text(encoding="utf-8").startswith("# Sample sheet written by")
+    assert result["config"].read_text(encoding="utf-8").count("samples: study/samples.tsv") == 1
     assert result["blanks"] == 2
     with pytest.raises(SampleSheetError) as caught:
         read_samples(result["samples"])

@@ -46,7 +46,7 @@ def test_outputs_of_a_good_scan(small_scan, tmp_path):
     assert abs(measures["pBV/TV"] + measures["rBV/TV"] - measures["BV/TV"]) < 1e-9
 
     # the JSON on disk is strict (no NaN) and equals the returned record
-    text = (tmp_path / "metrics.json").read_text()
+    text = (tmp_path / "metrics.json").read_text(encoding="utf-8")
     on_disk = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert on_disk == record
     assert on_disk["measures"]["SMI"] is None  # switched off: NaN -> null
@@ -88,7 +88,7 @@ def test_a_corrupt_file_gives_a_status_record(tmp_path):
     assert record["measures"] == {}
     assert (tmp_path / "out" / "qc.png").stat().st_size > 1000
     assert list((tmp_path / "out" / "images").iterdir()) == []
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))["status"] == "failed"
     assert sorted(p.name for p in bad.parent.iterdir()) == ["broken.aim"]
 
 
@@ -115,7 +115,7 @@ def test_on_error_raise_writes_the_record_then_raises(tmp_path):
     bad.write_bytes(b"\x1f\x8b not gzip")
     with pytest.raises(ValueError):
         run(bad, tmp_path / "out", on_error="raise")
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))["status"] == "failed"
 
 
 def test_a_periosteal_mask_replaces_the_automatic_contour(small_scan, tmp_path):

@@ -96,7 +96,7 @@ def test_threads_numba_cache_and_inputs(finished):
     for log in ("scans/S01_V1.log", f"scans/{CORRUPT}.log", "subjects/S02_radius.log",
                 "cohort/tables.log"):
         assert (workdir / "logs" / log).is_file()
-    assert "failed at read" in (workdir / "logs" / "scans" / f"{CORRUPT}.log").read_text()
+    assert "failed at read" in (workdir / "logs" / "scans" / f"{CORRUPT}.log").read_text(encoding="utf-8")
     # inputs untouched, nothing written next to them
     assert {p.name: checksum(p) for p in (workdir / "scans").iterdir()} == finished["inputs"]
     assert sorted(p.name for p in workdir.iterdir() if not p.name.startswith(".")) == [

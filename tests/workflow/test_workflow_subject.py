@@ -34,7 +34,7 @@ def analysed(tmp_path_factory):
         (out / "images").mkdir(parents=True)
         write_image(out / "images" / "compartments.nii.gz", labels, spacing=SPACING,
                     units="labels")
-        (out / "metrics.json").write_text(json.dumps({"scan_id": scan_id, "status": "ok"}))
+        (out / "metrics.json").write_text(json.dumps({"scan_id": scan_id, "status": "ok"}), encoding="utf-8")
         visits.append({"scan_id": scan_id, "visit": visit, "role": role, "spacing": None})
         scans.append(path)
         metrics.append(out / "metrics.json")
@@ -75,17 +75,17 @@ def test_all_visits_compared(analysed, tmp_path):
     assert list(registration["status"]) == ["reference", "ok", "ok"]
     assert len(tables["remodelling"]) == 2
     assert (tmp_path / "registration.png").stat().st_size > 5000
-    on_disk = json.loads((tmp_path / "comparison.json").read_text())
+    on_disk = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
     assert on_disk["status"] == "ok" and on_disk["provenance"]["parameters"]
 
 
 def failed_metrics(analysed, tmp_path, visit_index):
     _, _, _, metrics, _ = analysed
     changed = list(metrics)
-    record = json.loads(metrics[visit_index].read_text())
+    record = json.loads(metrics[visit_index].read_text(encoding="utf-8"))
     record.update(status="failed", stage="read", reason="truncated file")
     changed[visit_index] = tmp_path / "failed.json"
-    changed[visit_index].write_text(json.dumps(record))
+    changed[visit_index].write_text(json.dumps(record), encoding="utf-8")
     return changed
 
 
@@ -108,10 +108,10 @@ def test_a_failed_visit_is_left_out(analysed, tmp_path):
 
 def test_one_usable_visit_is_skipped_with_empty_tables(analysed, tmp_path):
     metrics = failed_metrics(analysed, tmp_path, 0)
-    record = json.loads(metrics[2].read_text())
+    record = json.loads(metrics[2].read_text(encoding="utf-8"))
     record["status"] = "failed"
     metrics[2] = tmp_path / "failed2.json"
-    metrics[2].write_text(json.dumps(record))
+    metrics[2].write_text(json.dumps(record), encoding="utf-8")
     summary, tables = compare(analysed, tmp_path, metrics=metrics, longitudinal=FAST)
     assert summary["status"] == "skipped"
     assert "1 usable visit" in summary["reason"]
