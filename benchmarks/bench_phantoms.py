@@ -86,10 +86,10 @@ def main(argv=None):
     lines = [
         "# Phantom generation",
         "",
-        f"{platform.processor() or platform.machine()}, {args.threads} threads, Python "
-        f"{platform.python_version()}; phantoms {args.size}³ at 0.0607 mm, the demo cohort "
-        "at its defaults (40 x 136 x 120 at 0.082 mm). First call: in a fresh process "
-        "(numba compile or cache load included); second: the same call again.",
+        (f"{platform.processor() or platform.machine()}, {args.threads} threads, Python "
+         f"{platform.python_version()}; phantoms {args.size}³ at 0.0607 mm, the demo cohort "
+         "at its defaults (40 x 136 x 120 at 0.082 mm). First call: in a fresh process "
+         "(numba compile or cache load included); second: the same call again."),
         "",
         "| step | first call (s) | second call (s) | target (s) | peak memory (MiB) | note |",
         "|---|---:|---:|---:|---:|---|",

@@ -339,16 +339,15 @@ def voxel_distance_sq(sites, spacing, edge_sites):
 @njit(parallel=True)
 def _voxel_pass(arr, axis, step, edge_sites):
     """In-place squared-distance pass of ``arr`` along ``axis`` over whole lines."""
-    n0, n1, n2 = arr.shape
+    _, n1, n2 = arr.shape
     n = arr.shape[axis]
     lines = arr.size // n
     for line in prange(lines):
-        if axis == 0:
-            a, b = line // n2, line % n2
-        elif axis == 1:
-            a, b = line // n2, line % n2
-        else:
+        # lines run over the two other axes: (1, 2) for axis 0, (0, 2) for 1, (0, 1) for 2
+        if axis == 2:
             a, b = line // n1, line % n1
+        else:
+            a, b = line // n2, line % n2
         f = np.empty(n, np.float64)
         out = np.empty(n, np.float64)
         pos = np.empty(n + 3, np.float64)

@@ -8,4 +8,4 @@ pass ``path=`` to also write a PNG.
 
 from microarch.qc._figures import contact_sheet, montage, trajectories
 
-__all__ = ["montage", "contact_sheet", "trajectories"]
+__all__ = ["contact_sheet", "montage", "trajectories"]

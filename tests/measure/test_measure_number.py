@@ -5,10 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from oracles import mid_axis_spacing as mid_axis_spacing_oracle
 
 from microarch import measure
-
-from oracles import mid_axis_spacing as mid_axis_spacing_oracle
 
 
 @settings(max_examples=40, deadline=None)

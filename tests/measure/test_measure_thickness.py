@@ -5,12 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from oracles import local_thickness_bonej, local_thickness_continuous
 
 from microarch import measure
-from microarch.measure import _thickness
 from microarch._shared.threads import threads
-
-from oracles import local_thickness_bonej, local_thickness_continuous
+from microarch.measure import _thickness
 
 small_volumes = arrays(bool, st.tuples(*[st.integers(1, 6)] * 3), elements=st.booleans())
 spacings = st.one_of(

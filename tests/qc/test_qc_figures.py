@@ -5,7 +5,7 @@ from microarch import qc
 
 
 def _scan():
-    z, y, x = np.indices((10, 40, 48))
+    _, y, x = np.indices((10, 40, 48))
     outer = ((y - 20) / 16) ** 2 + ((x - 24) / 20) ** 2 <= 1
     inner = ((y - 20) / 12) ** 2 + ((x - 24) / 16) ** 2 <= 1
     image = np.where(outer & ~inner, 1000.0, 30.0).astype(np.float32)
@@ -31,7 +31,7 @@ def test_montage_rejects_2d():
 
 
 def test_contact_sheet_and_trajectories(tmp_path):
-    image, outer, inner = _scan()
+    image, _, _ = _scan()
     paths = []
     for n in range(3):
         paths.append(tmp_path / f"{n}.png")

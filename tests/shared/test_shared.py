@@ -1,5 +1,5 @@
-import sys
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,6 +61,6 @@ def test_unwritable_numba_cache_does_not_break_import():
             "from microarch import measure\n"
             "print(measure.euler_characteristic(np.ones((2, 2, 2), bool)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
-                         errors="replace")
+                         errors="replace", check=False)
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.strip() == "1"
