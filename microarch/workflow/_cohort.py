@@ -7,6 +7,7 @@ from pathlib import Path
 
 from microarch.workflow._records import read_json, unit_of, write_table
 from microarch.workflow._subject import (
+    CONNECTIONS_COLUMNS,
     LONGITUDINAL_COLUMNS,
     MEMORY_COLUMNS,
     REGISTRATION_COLUMNS,
@@ -81,15 +82,15 @@ def _concat(paths, columns):
 
 
 def collect_cohort(metrics, *, changes=(), memories=(), registrations=(), remodellings=(),
-                   metrics_path, longitudinal_path, memory_path, registration_path,
-                   remodelling_path, units_path):
+                   connections=(), metrics_path, longitudinal_path, memory_path,
+                   registration_path, remodelling_path, units_path, connections_path=None):
     """Gather the per-scan records and per-subject tables into cohort tables.
 
     Parameters
     ----------
     metrics : iterable of path-like
         Metrics JSON files of every scan (:func:`analyse_scan`), failed ones included.
-    changes, memories, registrations, remodellings : iterable of path-like
+    changes, memories, registrations, remodellings, connections : iterable of path-like
         Per-subject TSV tables (:func:`compare_subject`).
     metrics_path, longitudinal_path, memory_path, registration_path, remodelling_path : path-like
         The cohort tables to write (tab-separated; NaN as empty fields):
@@ -99,6 +100,8 @@ def collect_cohort(metrics, *, changes=(), memories=(), registrations=(), remode
         and ``remodelling.tsv``. Tables with nothing in them still get their header.
     units_path : path-like
         ``measure``/``unit`` table of every measure column of ``metrics.tsv``.
+    connections_path : path-like, optional
+        ``connections.tsv``: connection memory per subject and site.
 
     Returns
     -------
@@ -118,6 +121,8 @@ def collect_cohort(metrics, *, changes=(), memories=(), registrations=(), remode
     write_table(memory_path, memory)
     write_table(registration_path, _concat(registrations, REGISTRATION_COLUMNS))
     write_table(remodelling_path, _concat(remodellings, REMODELLING_COLUMNS))
+    if connections_path is not None:
+        write_table(connections_path, _concat(connections, CONNECTIONS_COLUMNS))
     failed = int((table["status"] != "ok").sum())
     _log.info("cohort: %d scans (%d failed), %d change rows, %d memory rows", len(table),
               failed, len(longitudinal), len(memory))

@@ -29,6 +29,11 @@ REGISTRATION_COLUMNS = ["subject", "site", "scan_id", "visit", "role", "used", "
                         "shift_y_mm", "shift_x_mm"]
 #: Leading columns of the remodelling table (``remodelling.tsv``).
 REMODELLING_COLUMNS = ["subject", "site", "from_visit", "to_visit"]
+#: Leading columns of the connection-memory table (``connections.tsv``): baseline
+#: connections tracked through the visits, lost on AI and restored after withdrawal.
+CONNECTIONS_COLUMNS = ["subject", "site", "baseline_visit", "on_ai_visit", "post_visit",
+                       "tracked", "present_baseline", "lost_on_ai", "restored", "still_lost",
+                       "fraction_restored", "index", "reason"]
 
 _LONGITUDINAL_DEFAULTS = {"enabled": True, "region": "auto", "strategy": "sequential",
                           "interpolation": "linear", "erosion_voxels": 1, "plate_rod": True,
@@ -115,8 +120,8 @@ def _note_picture(path, title, text):
 
 
 def compare_subject(visits, *, scans, metrics, images, subject, site, change, memory,
-                    registration, remodelling, summary, figure, longitudinal=None,
-                    on_error="record"):
+                    registration, remodelling, summary, figure, connections=None,
+                    longitudinal=None, on_error="record"):
     """Compare the visits of one subject at one site and write the tables.
 
     Every visit whose scan analysis succeeded (its metrics JSON says ``"ok"``) is read
@@ -146,6 +151,10 @@ def compare_subject(visits, *, scans, metrics, images, subject, site, change, me
     figure : path-like
         PNG: the visits resampled onto the baseline grid with the baseline contour and
         the common region (a note picture when nothing was compared).
+    connections : path-like, optional
+        TSV (columns :data:`CONNECTIONS_COLUMNS` first): the connections of the
+        baseline's junction graph lost on AI and restored after withdrawal, one row per
+        post-withdrawal visit (:meth:`~microarch.longitudinal.Comparison.connections_table`).
     longitudinal : dict, optional
         The ``longitudinal`` section of the workflow configuration.
     on_error : {"record", "raise"}
@@ -171,7 +180,8 @@ def compare_subject(visits, *, scans, metrics, images, subject, site, change, me
     record = {"subject": subject, "site": site, "status": "ok", "reason": "", "notes": [],
               "visits": [], "excluded": {}, "baseline": None, "region": None,
               "common_region_voxels": None, "common_region_mm3": None, "timings": {}}
-    tables = {"change": [], "memory": [], "registration": [], "remodelling": []}
+    tables = {"change": [], "memory": [], "registration": [], "remodelling": [],
+              "connections": []}
     error = None
     comparison = None
     started = time.perf_counter()
@@ -200,6 +210,8 @@ def compare_subject(visits, *, scans, metrics, images, subject, site, change, me
     write_table(memory, _frame(tables["memory"], MEMORY_COLUMNS))
     write_table(registration, _frame(tables["registration"], REGISTRATION_COLUMNS))
     write_table(remodelling, _frame(tables["remodelling"], REMODELLING_COLUMNS))
+    if connections is not None:
+        write_table(connections, _frame(tables["connections"], CONNECTIONS_COLUMNS))
     try:
         if comparison is not None and comparison.resampled:
             _registration_figure(comparison, figure, title)
@@ -292,6 +304,10 @@ def _tables(comparison, subject, site, scan_of_visit):
     remodelling = comparison.remodelling_table()
     if len(remodelling):
         remodelling = remodelling.assign(site=site)
+    connections = comparison.connections_table()
+    if len(connections):
+        connections = connections.assign(site=site)
     return {"change": change.to_dict("records"), "memory": memory.to_dict("records"),
             "registration": registration.to_dict("records"),
-            "remodelling": remodelling.to_dict("records")}
+            "remodelling": remodelling.to_dict("records"),
+            "connections": connections.to_dict("records")}

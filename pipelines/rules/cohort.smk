@@ -15,6 +15,7 @@ rule cohort_tables:
         memories=comparison_outputs("memory.tsv"),
         registrations=comparison_outputs("registration.tsv"),
         remodellings=comparison_outputs("remodelling.tsv"),
+        connections=comparison_outputs("connections.tsv"),
     output:
         metrics=report(
             "results/metrics.tsv",
@@ -34,6 +35,11 @@ rule cohort_tables:
         ),
         registration="results/registration.tsv",
         remodelling="results/remodelling.tsv",
+        connections=report(
+            "results/connections.tsv",
+            caption="../report/connections.rst",
+            category="Longitudinal",
+        ),
     log:
         "logs/cohort/tables.log",
     conda:

@@ -168,6 +168,7 @@ def cohort_targets():
         "results/memory.tsv",
         "results/registration.tsv",
         "results/remodelling.tsv",
+        "results/connections.tsv",
         "results/qc/contact_sheet.png",
         "results/trajectories",
         *comparison_outputs("registration.png"),

@@ -10,6 +10,7 @@ rule compare_subject:
         memory="results/subjects/{subject}/{site}/memory.tsv",
         registration="results/subjects/{subject}/{site}/registration.tsv",
         remodelling="results/subjects/{subject}/{site}/remodelling.tsv",
+        connections="results/subjects/{subject}/{site}/connections.tsv",
         summary="results/subjects/{subject}/{site}/comparison.json",
         figure=report(
             "results/subjects/{subject}/{site}/registration.png",

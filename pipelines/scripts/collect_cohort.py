@@ -12,10 +12,12 @@ with job_log(snakemake.log[0]):
         memories=snakemake.input.memories,
         registrations=snakemake.input.registrations,
         remodellings=snakemake.input.remodellings,
+        connections=snakemake.input.connections,
         metrics_path=snakemake.output.metrics,
         longitudinal_path=snakemake.output.longitudinal,
         memory_path=snakemake.output.memory,
         registration_path=snakemake.output.registration,
         remodelling_path=snakemake.output.remodelling,
+        connections_path=snakemake.output.connections,
         units_path=snakemake.output.units,
     )

@@ -17,6 +17,7 @@ with job_log(snakemake.log[0]):
         memory=snakemake.output.memory,
         registration=snakemake.output.registration,
         remodelling=snakemake.output.remodelling,
+        connections=snakemake.output.connections,
         summary=snakemake.output.summary,
         figure=snakemake.output.figure,
         longitudinal=snakemake.params.longitudinal,

@@ -8,7 +8,7 @@ import pytest
 
 from microarch.workflow import collect_cohort, contact_sheet, measure_slug, plot_trajectory
 from microarch.workflow._cohort import METRICS_COLUMNS, metrics_table
-from microarch.workflow._subject import LONGITUDINAL_COLUMNS, MEMORY_COLUMNS
+from microarch.workflow._subject import CONNECTIONS_COLUMNS, LONGITUDINAL_COLUMNS, MEMORY_COLUMNS
 
 
 def record(scan_id, status="ok", **measures):
@@ -44,11 +44,12 @@ def test_collect_cohort_writes_every_table_even_when_empty(tmp_path):
         metrics.append(path)
     out = {name: tmp_path / "results" / f"{name}.tsv"
            for name in ("metrics", "longitudinal", "memory", "registration", "remodelling",
-                        "units")}
+                        "units", "connections")}
     counts = collect_cohort(metrics, **{f"{k}_path": v for k, v in out.items()})
     assert counts == {"scans": 2, "failed": 1, "longitudinal": 0, "memory": 0}
     assert list(pd.read_csv(out["memory"], sep="\t").columns) == MEMORY_COLUMNS
     assert list(pd.read_csv(out["longitudinal"], sep="\t").columns) == LONGITUDINAL_COLUMNS
+    assert list(pd.read_csv(out["connections"], sep="\t").columns) == CONNECTIONS_COLUMNS
     units = pd.read_csv(out["units"], sep="\t", dtype=str)
     assert units.to_dict("list") == {"measure": ["BV/TV"], "unit": ["1"]}
 

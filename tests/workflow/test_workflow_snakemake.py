@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from microarch.workflow import checksum
-from microarch.workflow._subject import MEMORY_COLUMNS
+from microarch.workflow._subject import CONNECTIONS_COLUMNS, MEMORY_COLUMNS
 
 from .conftest import (
     REPO,
@@ -82,6 +82,9 @@ def test_memory_and_longitudinal_tables(finished):
     registration = pd.read_csv(results / "registration.tsv", sep="\t").set_index("scan_id")
     assert registration.loc[CORRUPT, "status"] == "excluded"
     assert registration.drop(index=CORRUPT)["used"].all()
+    connections = pd.read_csv(results / "connections.tsv", sep="\t")
+    assert list(connections.columns[:len(CONNECTIONS_COLUMNS)]) == CONNECTIONS_COLUMNS
+    assert set(connections["subject"]) <= {"S01", "S02", "S03"}
     for measure in ("BV_TV", "Conn.D"):
         assert (results / "trajectories" / f"{measure}.png").stat().st_size > 5_000
 

@@ -9,6 +9,7 @@ import pytest
 from microarch.io import write_image
 from microarch.workflow import compare_subject
 from microarch.workflow._subject import (
+    CONNECTIONS_COLUMNS,
     LONGITUDINAL_COLUMNS,
     MEMORY_COLUMNS,
     REGISTRATION_COLUMNS,
@@ -45,7 +46,7 @@ def analysed(tmp_path_factory):
 def compare(analysed, out, *, metrics=None, visits=None, **options):
     _, default_visits, scans, default_metrics, images = analysed
     paths = {name: out / f"{name}.tsv" for name in ("change", "memory", "registration",
-                                                     "remodelling")}
+                                                     "remodelling", "connections")}
     summary = compare_subject(
         visits or default_visits, scans=scans, metrics=metrics or default_metrics,
         images=images, subject="S9", site="radius", summary=out / "comparison.json",
@@ -74,6 +75,15 @@ def test_all_visits_compared(analysed, tmp_path):
     assert registration["used"].all()
     assert list(registration["status"]) == ["reference", "ok", "ok"]
     assert len(tables["remodelling"]) == 2
+    connections = tables["connections"]
+    assert list(connections.columns[:len(CONNECTIONS_COLUMNS)]) == CONNECTIONS_COLUMNS
+    assert len(connections) == 1  # one post-withdrawal visit
+    row = connections.iloc[0]
+    assert (row["subject"], row["site"], row["post_visit"]) == ("S9", "radius", "V3")
+    # these 12-slice scans are too small for a junction graph: counts are 0 with a reason
+    assert row["tracked"] >= row["present_baseline"] >= row["lost_on_ai"] >= 0
+    assert row["restored"] + row["still_lost"] == row["lost_on_ai"]
+    assert row["lost_on_ai"] > 0 or isinstance(row["reason"], str)
     assert (tmp_path / "registration.png").stat().st_size > 5000
     on_disk = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
     assert on_disk["status"] == "ok" and on_disk["provenance"]["parameters"]
