@@ -21,6 +21,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from _report import write_report
+
 HERE = Path(__file__).resolve().parent
 
 _PRELUDE = """
@@ -102,11 +104,7 @@ def main(argv=None):
         lines.append(f"| {row['name']} | {row['times'][0]:.1f} | {row['times'][1]:.1f} | "
                      f"{'' if target is None else f'{target:.0f}'} | {row['peak_mib']:.0f} | "
                      f"{row['info']} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from _report import write_report
+
 HERE = Path(__file__).resolve().parent
 
 _CHILD = """
@@ -86,13 +88,13 @@ def main(argv=None):
     lines = [
         "# Plate/rod decomposition",
         "",
-        f"{platform.machine()}, {args.threads} threads, Python {platform.python_version()}. "
-        "Phantom: `random_trabecular((n, n, n), seed=0, bv_tv=0.2)` at 0.0607 mm; best of "
-        f"{args.repeats} calls after a 32³ warm-up; peak = the call's own allocations "
-        "(VmHWM - VmRSS before the call).",
+        (f"{platform.machine()}, {args.threads} threads, Python {platform.python_version()}. "
+         "Phantom: `random_trabecular((n, n, n), seed=0, bv_tv=0.2)` at 0.0607 mm; best of "
+         f"{args.repeats} calls after a 32³ warm-up; peak = the call's own allocations "
+         "(VmHWM - VmRSS before the call)."),
         "",
-        "| size | time (s) | ≤ 30 s at 256³ | peak (MiB) | B/voxel | ≤ 16 B/voxel | pBV/TV | "
-        "rBV/TV | pTb.N (1/mm) | rTb.N (1/mm) |",
+        ("| size | time (s) | ≤ 30 s at 256³ | peak (MiB) | B/voxel | ≤ 16 B/voxel | pBV/TV | "
+         "rBV/TV | pTb.N (1/mm) | rTb.N (1/mm) |"),
         "|---|---:|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -109,11 +111,7 @@ def main(argv=None):
             f"| {row['peak_bytes'] / 2**20:.0f} | {per_voxel:.1f} | "
             f"{'yes' if per_voxel <= 16 else 'no'} | {record['pBV/TV']:.4f} | "
             f"{record['rBV/TV']:.4f} | {record['pTb.N']:.3f} | {record['rTb.N']:.3f} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.out, lines, rows)
 
 
 if __name__ == "__main__":
