@@ -194,9 +194,10 @@ def _cmd_compare(args, extra):
         metrics.append(folder / "metrics.json")
         images.append(folder / "images")
     summary = compare_subject(
-        entries, scans=scans, metrics=metrics, images=images, subject=args.subject, site=args.site, change=out / "change.tsv",
-        memory=out / "memory.tsv", registration=out / "registration.tsv",
-        remodelling=out / "remodelling.tsv", summary=out / "comparison.json",
+        entries, scans=scans, metrics=metrics, images=images, subject=args.subject,
+        site=args.site, change=out / "change.tsv", memory=out / "memory.tsv",
+        registration=out / "registration.tsv", remodelling=out / "remodelling.tsv",
+        connections=out / "connections.tsv", summary=out / "comparison.json",
         figure=out / "registration.png", longitudinal=config["longitudinal"])
     print(f"comparison: {summary['status']}"
           + (f" ({summary['reason']})" if summary["reason"] else ""))
@@ -205,6 +206,10 @@ def _cmd_compare(args, extra):
         with pd.option_context("display.width", 120, "display.max_columns", 20):
             print(memory[["measure", "baseline", "on_ai", "post", "index", "index_sd",
                           "reason"]].to_string(index=False))
+    connections = pd.read_csv(out / "connections.tsv", sep="\t")
+    for row in connections.itertuples():
+        print(f"connections of the baseline tracked to {row.post_visit}: {row.present_baseline} "
+              f"present, {row.lost_on_ai} lost on AI, {row.restored} restored")
     print(f"tables and pictures in {out}")
     return 0 if summary["status"] == "ok" else 1
 

@@ -5,13 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import microarch
 from microarch import cli
 from microarch.workflow import default_config_path, snakefile
 
-from .conftest import make_cohort, synthetic_density, write_scan
+from .conftest import VISITS, make_cohort, synthetic_density, write_scan
 
 
 @pytest.fixture
@@ -90,6 +91,26 @@ def test_measure_one_scan(tmp_path, monkeypatch, capsys):
     assert "failed at read" in capsys.readouterr().err
     assert cli.main(["measure", "absent.aim", "-o", "out"]) == 1
     assert cli.main(["measure", "scan.nii.gz", "--spacing", "0,1"]) == 2
+
+
+def test_compare_one_subject(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    paths = []
+    for visit, _, fraction, shift in VISITS:
+        density = synthetic_density(5, fraction, shape=(12, 40, 40), shift=shift)
+        paths.append(str(write_scan(tmp_path / f"S7_{visit}.nii.gz", density)))
+    code = cli.main(["compare", *paths, "--subject", "S7", "--site", "radius", "-o", "cmp",
+                     "--no-smi", "--no-plate-rod", "--threads", "1"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "S7_V2 (on_ai): ok" in output and "comparison: ok" in output
+    assert "connections of the baseline tracked to V3" in output
+    for name in ("change", "memory", "registration", "remodelling", "connections"):
+        assert (tmp_path / "cmp" / f"{name}.tsv").is_file(), name
+    memory = pd.read_csv(tmp_path / "cmp" / "memory.tsv", sep="\t")
+    assert {"Conn.D", "BV/TV"} <= set(memory["measure"])
+    assert cli.main(["compare", paths[0]]) == 2  # one scan is not a comparison
+    assert "at least two scans" in capsys.readouterr().err
 
 
 def test_init_config_command(tmp_path, monkeypatch, capsys):
