@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from microarch._shared.progress import stage
 from microarch._shared.validation import as_mask, as_spacing, check_choice
 from microarch.longitudinal._change import (
     FALLBACK_LSC,
@@ -29,6 +31,8 @@ from microarch.longitudinal._registration import (
 )
 from microarch.longitudinal._remodelling import remodelling as remodelling_pair
 from microarch.longitudinal._transform import apply_transform, check_threads, field_of_view
+
+_log = logging.getLogger(__name__)
 
 DENSITY_UNITS = "mg HA/cm³"
 STRATEGIES = ("sequential", "baseline")
@@ -597,9 +601,11 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
     reference = next((v for v in prepared if v.role == "baseline"), prepared[0])
     grid = reference.grid
     notes = []
+    title = f"compare_visits({subject})" if subject else "compare_visits"
 
-    registrations, pairwise, on_grid = _register_all(
-        prepared, reference, strategy, options, interpolation, n_threads, notes)
+    with stage(_log, f"{title}: registration and resampling"):
+        registrations, pairwise, on_grid = _register_all(
+            prepared, reference, strategy, options, interpolation, n_threads, notes)
     usable = [v for v in prepared if v.id in on_grid]
     for visit in usable:
         data = on_grid[visit.id]
@@ -627,9 +633,10 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
         data = on_grid[visit.id]
         masks = {k: v for k, v in data.items() if k != "image"}
         try:
-            records[visit.id] = _call_measure(
-                measure, data["bone"], spacing=grid.spacing, roi=common,
-                image=data["image"], masks=masks)
+            with stage(_log, f"{title}: measure visit {visit.id}"):
+                records[visit.id] = _call_measure(
+                    measure, data["bone"], spacing=grid.spacing, roi=common,
+                    image=data["image"], masks=masks)
         except (ValueError, RuntimeError, ArithmeticError) as exc:
             notes.append(f"visit {visit.id!r}: the measure failed: {exc}")
             records[visit.id] = {"notes": f"measure failed: {exc}"}
@@ -655,7 +662,8 @@ def compare_visits(visits, *, subject=None, spacing=None, measure=None, region="
 
     tracked = None
     if connections:
-        tracked = _track(usable, on_grid, common, grid, connection_options, notes)
+        with stage(_log, f"{title}: connection tracking"):
+            tracked = _track(usable, on_grid, common, grid, connection_options, notes)
 
     return Comparison(
         subject=subject, visits=[(v.id, v.role) for v in prepared], baseline=reference.id,

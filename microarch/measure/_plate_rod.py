@@ -76,10 +76,12 @@ transformations with application to thinning. IEEE Trans Pattern Anal Mach Intel
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
+from microarch._shared.progress import stage
 from microarch._shared.validation import as_mask, as_roi, as_spacing, degenerate
 from microarch.measure._skeleton import _thin
 
@@ -97,6 +99,8 @@ SKELETON_CLASSES = {
 }
 
 MARROW, PLATE, ROD = 0, 1, 2
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_JUNCTION_REACH = 1
 DEFAULT_MIN_ROD_VOXELS = 5
@@ -189,7 +193,8 @@ def _decompose(mask, spacing, *, junction_reach=DEFAULT_JUNCTION_REACH,
     from microarch._kernels import plate_rod as kernels
     from microarch._kernels.thickness import voxel_distance_sq
 
-    skeleton = _thin(mask)
+    with stage(_log, "plate/rod: thinning"):
+        skeleton = _thin(mask)
     skel = _padded(skeleton, np.uint8)
     del skeleton
     pshape = skel.shape

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
 import numpy as np
 
+from microarch._shared.progress import stage
 from microarch._shared.validation import (
     DegenerateInputWarning,
     as_mask,
@@ -24,6 +26,8 @@ from microarch.measure._thickness import (
     _bonej_clean_up,
     thickness_statistics,
 )
+
+_log = logging.getLogger(__name__)
 
 #: Unit of every key :func:`trabecular` returns (ASBMR symbols, Bouxsein et al. 2010).
 UNITS = {
@@ -139,10 +143,12 @@ def trabecular(mask, *, spacing, roi=None, region=None, edge="continue",
             warnings.simplefilter("always", DegenerateInputWarning)
             _thickness_and_spacing(mask, roi, region, bone, spacing, edge, convention,
                                    ddof, record, maps)
-            _number(mask, roi, region, spacing, edge, ddof, record, maps)
+            with stage(_log, "trabecular: Tb.N (mid-axis spacing)"):
+                _number(mask, roi, region, spacing, edge, ddof, record, maps)
             record["Conn.D"] = connectivity_density(mask, spacing=spacing, roi=roi)
             if smi:
-                _surface(bone, spacing, record)
+                with stage(_log, "trabecular: SMI (surface mesh)"):
+                    _surface(bone, spacing, record)
         notes.extend(str(w.message) for w in caught
                      if issubclass(w.category, DegenerateInputWarning))
     record["notes"] = "; ".join(dict.fromkeys(notes))
@@ -164,8 +170,9 @@ def _thickness_and_spacing(mask, roi, region, bone, spacing, edge, convention, d
             continue
         # BoneJ's clean-up looks at neighbours, so its parity needs the whole map
         targets = where if convention == "continuous" else None
-        radius2 = _ball_radius_sq(phase, spacing, convention=convention, edge=edge,
-                                  targets=targets)
+        with stage(_log, f"trabecular: {symbol} (local thickness)"):
+            radius2 = _ball_radius_sq(phase, spacing, convention=convention, edge=edge,
+                                      targets=targets)
         if radius2 is None:
             degenerate(f"{symbol} undefined: the phase fills the image and continues "
                        "beyond it (edge='continue')")

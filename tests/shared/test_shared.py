@@ -64,3 +64,20 @@ def test_unwritable_numba_cache_does_not_break_import():
                          errors="replace", check=False)
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.strip() == "1"
+
+
+def test_long_stages_report_progress_through_logging(caplog):
+    import logging
+
+    import numpy as np
+
+    from microarch import measure
+
+    mask = np.zeros((12, 12, 12), bool)
+    mask[4:8] = True
+    with caplog.at_level(logging.INFO, logger="microarch"):
+        measure.trabecular(mask, spacing=0.1, smi=False)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("microarch.")]
+    assert any(m.startswith("trabecular: Tb.Th (local thickness): ") for m in messages)
+    assert any(m.startswith("trabecular: Tb.N (mid-axis spacing): ") for m in messages)
+    assert all(m.endswith(" s") for m in messages)
