@@ -49,6 +49,13 @@ Measures
 
 Conventions
 -----------
+* Orientation: the thinning peels the six face directions in a fixed order, so on its
+  own it is not invariant to turning the volume. The decomposition is therefore run in
+  a canonical orientation: of the axis permutations and flips that map the voxel grid
+  onto itself (48 for cubic voxels, fewer for anisotropic ones), the one giving the
+  lexicographically smallest mask is used, and the labels are turned back.
+  Turning or mirroring the input by any of these maps leaves every output unchanged
+  (the labels turn with it); other rotations resample the object and are not covered.
 * Bone is 26-connected, marrow 6-connected; beyond the image border is marrow, so plates
   and rods cut by the border end there (their skeletons recede from it).
 * Thinning works on the voxel grid; voxel size enters the ball radii, thickness, rod
@@ -76,6 +83,7 @@ transformations with application to thinning. IEEE Trans Pattern Anal Mach Intel
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -110,6 +118,64 @@ _SURFACE_CLASSES = (5, 6, 7)
 _KEYS = ("pBV/TV", "rBV/TV", "P/R", "pTb.N", "rTb.N", "pTb.N.count", "rTb.N.count",
          "pTb.Th", "rTb.Th", "pTb.S", "rTb.l", "P-P Junc.D", "P-R Junc.D", "R-R Junc.D",
          "TV", "n.plates", "n.rods")
+
+
+def _grid_symmetries(spacing):
+    """(axis order, flips) of every map of the voxel grid onto itself: the axis
+    permutations that keep the voxel size, each with every combination of flips."""
+    orders = [order for order in itertools.permutations(range(3))
+              if all(spacing[axis] == spacing[i] for i, axis in enumerate(order))]
+    return [(order, flips) for order in orders
+            for flips in itertools.product((False, True), repeat=3)]
+
+
+def _turn(volume, symmetry):
+    order, flips = symmetry
+    turned = np.transpose(volume, order)
+    return turned[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+
+
+def _turn_back(volume, symmetry):
+    order, flips = symmetry
+    volume = volume[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+    return np.ascontiguousarray(np.transpose(volume, np.argsort(order)))
+
+
+def _canonical_symmetry(mask, spacing):
+    """The grid symmetry that turns ``mask`` into the lexicographically smallest array of
+    its orbit: every turned or mirrored copy of a mask maps to the same canonical volume.
+    The ROI plays no part, so that the decomposition, and counts over adjacent ROIs,
+    do not depend on it."""
+    best, best_view = None, None
+    for symmetry in _grid_symmetries(spacing):
+        view = _turn(mask, symmetry)
+        if best_view is None or _precedes(view, best_view):
+            best, best_view = symmetry, view
+    return best
+
+
+def _turn_back_points(points, symmetry, turned_shape):
+    """Voxel indices (N, 3) of the turned volume -> indices in the original volume."""
+    order, flips = symmetry
+    turned = np.array(points, np.int64)
+    for axis, flipped in enumerate(flips):
+        if flipped:
+            turned[:, axis] = turned_shape[axis] - 1 - turned[:, axis]
+    original = np.empty_like(turned)
+    original[:, list(order)] = turned
+    return original
+
+
+def _precedes(a, b):
+    """Whether bool array ``a`` sorts before ``b``: by shape, then plane by plane (packed
+    bits), reading only as many planes as it takes to tell them apart."""
+    if a.shape != b.shape:
+        return a.shape < b.shape
+    for plane_a, plane_b in zip(a, b):
+        bits_a, bits_b = np.packbits(plane_a).tobytes(), np.packbits(plane_b).tobytes()
+        if bits_a != bits_b:
+            return bits_a < bits_b
+    return False
 
 
 def _padded(volume, dtype):
@@ -440,7 +506,9 @@ def plate_rod_labels(mask, *, spacing):
     spacing = as_spacing(spacing)
     if not mask.any():
         return np.zeros(mask.shape, np.uint8)
-    return _kind_volume(_decompose(mask, spacing))
+    symmetry = _canonical_symmetry(mask, spacing)
+    canonical = np.ascontiguousarray(_turn(mask, symmetry))
+    return _turn_back(_kind_volume(_decompose(canonical, spacing)), symmetry)
 
 
 def plate_rod(mask, *, spacing, roi=None, thickness=None, return_labels=False):
@@ -518,6 +586,15 @@ def plate_rod(mask, *, spacing, roi=None, thickness=None, return_labels=False):
         return _nan_result("no bone inside the ROI", tv, mask, spacing, return_labels)
     del bone_in_roi
 
+    # decompose in the canonical orientation (see Conventions); the scalars do not
+    # depend on it, the labels are turned back at the end
+    symmetry = _canonical_symmetry(mask, spacing)
+    mask = np.ascontiguousarray(_turn(mask, symmetry))
+    if roi is not None:
+        roi = np.ascontiguousarray(_turn(roi, symmetry))
+    if thickness is not None:
+        thickness = _turn(thickness, symmetry)
+
     d = _decompose(mask, spacing)
     n = d.n_elements
     flat_labels = d.labels.reshape(-1)
@@ -592,7 +669,7 @@ def plate_rod(mask, *, spacing, roi=None, thickness=None, return_labels=False):
             selected &= roi
         if selected.any():
             result[key] = float(np.mean(thickness[selected], dtype=np.float64))
-    return (result, kinds) if return_labels else result
+    return (result, _turn_back(kinds, symmetry)) if return_labels else result
 
 
 def _nan_result(reason, tv, mask, spacing, return_labels):
@@ -601,8 +678,7 @@ def _nan_result(reason, tv, mask, spacing, return_labels):
     result["TV"] = tv
     if not return_labels:
         return result
-    labels = (_kind_volume(_decompose(mask, spacing)) if mask.any()
-              else np.zeros(mask.shape, np.uint8))
+    labels = plate_rod_labels(mask, spacing=spacing)
     return result, labels
 
 
@@ -680,7 +756,10 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
                 "skeleton_junction": np.zeros(0, np.int64),
                 "skeleton_radius": np.zeros(0), "n_junctions": 0,
                 "contacts": np.zeros((0, 2), np.int64)}
-    d = _decompose(mask, spacing, min_rod_voxels=min_rod_voxels,
+    # the same canonical orientation as plate_rod (see Conventions)
+    symmetry = _canonical_symmetry(mask, spacing)
+    canonical = np.ascontiguousarray(_turn(mask, symmetry))
+    d = _decompose(canonical, spacing, min_rod_voxels=min_rod_voxels,
                    min_plate_aspect=min_plate_aspect)
     padded_shape = d.labels.shape
     # skeleton voxels keep their own element while the balls are painted
@@ -689,12 +768,16 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
     junction[np.searchsorted(d.points, d.site_points)] = d.site_ids
     voxels = np.stack(np.unravel_index(d.points, padded_shape), axis=1) - 1
     # the ball radius, as the reconstruction uses it (the decomposition keeps no copy)
-    distance2 = voxel_distance_sq(~_padded(mask, bool), spacing, (False, False, False))
+    distance2 = voxel_distance_sq(~_padded(canonical, bool), spacing, (False, False, False))
     radius = np.sqrt(distance2.reshape(-1)[d.points].astype(np.float64))
     del distance2
-    return {"labels": np.ascontiguousarray(d.labels[1:-1, 1:-1, 1:-1]),
+    voxels = _turn_back_points(voxels, symmetry, canonical.shape)
+    in_raster_order = np.argsort(np.ravel_multi_index(voxels.T, mask.shape))
+    return {"labels": _turn_back(d.labels[1:-1, 1:-1, 1:-1], symmetry),
             "is_plate": d.is_plate & d.alive, "n_elements": int(d.n_elements),
-            "skeleton_voxels": voxels.astype(np.int64), "skeleton_element": element,
-            "skeleton_junction": junction, "skeleton_radius": radius,
+            "skeleton_voxels": voxels[in_raster_order].astype(np.int64),
+            "skeleton_element": element[in_raster_order],
+            "skeleton_junction": junction[in_raster_order],
+            "skeleton_radius": radius[in_raster_order],
             "n_junctions": int(d.n_sites),
             "contacts": np.asarray(d.pairs, np.int64).reshape(-1, 2)}
