@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,19 @@ def test_long_stages_report_progress_through_logging(caplog):
     assert any(m.startswith("trabecular: Tb.Th (local thickness): ") for m in messages)
     assert any(m.startswith("trabecular: Tb.N (mid-axis spacing): ") for m in messages)
     assert all(m.endswith(" s") for m in messages)
+
+
+def test_unwritable_numba_cache_dir_turns_caching_off(tmp_path):
+    # a path below a plain file can never be created, whoever runs the tests
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    code = ("import numpy as np\n"
+            "from microarch._kernels._jit import cache_enabled\n"
+            "from microarch import measure\n"
+            "print(cache_enabled(), measure.euler_characteristic(np.ones((2, 2, 2), bool)))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(blocker / "cache"),
+           "MICROARCH_NUMBA_CACHE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
+                         errors="replace", env=env, check=False)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert out.stdout.split() == ["False", "1"]
