@@ -8,8 +8,7 @@ Thickness values are diameters. Degenerate inputs (empty mask, empty ROI) give N
 Submodules load on first use, so ``from microarch import measure`` stays cheap.
 """
 
-import importlib
-
+from microarch._shared.lazy import lazy_exports
 from microarch._shared.validation import DegenerateInputWarning
 
 # public name -> private module that defines it
@@ -34,15 +33,4 @@ _EXPORTS = {
 __all__ = ["DegenerateInputWarning", *sorted(_EXPORTS)]
 
 
-def __getattr__(name):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -16,7 +16,7 @@ Three families, all deterministic (fixed seeds) and all in physical units (mm):
 Submodules (and numba) load on first use, so ``import microarch.phantoms`` stays cheap.
 """
 
-import importlib
+from microarch._shared.lazy import lazy_exports
 
 # public name -> private module that defines it
 _EXPORTS = {
@@ -52,15 +52,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -13,8 +13,7 @@ Scans that cannot be segmented (empty, NaN voxels, no bone) raise
 :class:`SegmentationError` with a message saying why. Submodules load on first use.
 """
 
-import importlib
-
+from microarch._shared.lazy import lazy_exports
 from microarch.segment._errors import SegmentationError
 
 # public name -> private module that defines it
@@ -42,15 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
