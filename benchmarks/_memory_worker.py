@@ -30,23 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _peers import ALL_TOOLS, try_load
-
-
-def _status_bytes(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def _reset_high_water_mark():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+from _proc import reset_high_water_mark, status_bytes
 
 
 def main(argv=None):
@@ -74,14 +58,14 @@ def main(argv=None):
     del tiny
     gc.collect()
 
-    reset = _reset_high_water_mark()
-    baseline = _status_bytes("VmRSS")
+    reset = reset_high_water_mark()
+    baseline = status_bytes("VmRSS")
     output = None
     if not args.idle:
         start = time.perf_counter()
         output = run(mask, args.spacing)
         result["call_s"] = time.perf_counter() - start
-    high_water = _status_bytes("VmHWM")
+    high_water = status_bytes("VmHWM")
     del output
     result.update(
         method="clear_refs" if reset else "ru_maxrss",

@@ -35,6 +35,8 @@ import platform
 import sys
 import time
 
+from _proc import reset_high_water_mark, status_bytes
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -83,36 +85,6 @@ def parse_args(argv):
                         help="a paragraph to append to the report (repeatable)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "longitudinal.md"))
     return parser.parse_args(argv)
-
-
-# --------------------------------------------------------------------------------------
-# Memory
-# --------------------------------------------------------------------------------------
-
-
-def _status_bytes(field):
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_high_water_mark():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-# --------------------------------------------------------------------------------------
-# Subject
-# --------------------------------------------------------------------------------------
 
 
 def rotation_matrix(angles_deg):
@@ -377,15 +349,15 @@ def main(argv=None):
     timings = {}
     undo = instrument(timings)
     load_before = os.getloadavg()
-    reset = _reset_high_water_mark()
-    rss_before = _status_bytes("VmRSS")
+    reset = reset_high_water_mark()
+    rss_before = status_bytes("VmRSS")
     log("compare_visits ...")
     start = time.perf_counter()
     measure = None if args.measure == "default" else no_thickness_measure
     comparison = compare_visits(visits, subject="bench", spacing=args.spacing,
                                 measure=measure, threads=args.threads)
     total = time.perf_counter() - start
-    peak = _status_bytes("VmHWM") if reset else None
+    peak = status_bytes("VmHWM") if reset else None
     load_after = os.getloadavg()
     undo()
     log(f"compare_visits: {total:.1f} s")
