@@ -108,15 +108,21 @@ def _is_number(value):
 def _check_visits(records, roles):
     if not isinstance(records, Mapping) or not records:
         raise ValueError("records must be a non-empty mapping visit id -> {measure: value}")
+    return check_roles(records, roles, data="records")
+
+
+def check_roles(visits, roles, *, data):
+    """``roles`` completed with ``"other"`` for every visit of ``visits`` it leaves out;
+    ValueError for an unknown role or a role of a visit without ``data``."""
     roles = dict(roles or {})
-    for visit in records:
+    for visit in visits:
         role = roles.setdefault(visit, "other")
         if role not in ROLES:
             allowed = ", ".join(map(repr, ROLES))
             raise ValueError(f"role of visit {visit!r} must be one of {allowed}; got {role!r}")
-    unknown = set(roles) - set(records)
+    unknown = set(roles) - set(visits)
     if unknown:
-        raise ValueError(f"roles name visits without records: {sorted(map(str, unknown))}")
+        raise ValueError(f"roles name visits without {data}: {sorted(map(str, unknown))}")
     return roles
 
 

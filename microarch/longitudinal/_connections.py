@@ -97,9 +97,8 @@ from numbers import Integral, Real
 import numpy as np
 
 from microarch._shared.validation import as_mask, as_roi, as_spacing
+from microarch.longitudinal._change import check_roles
 
-#: Roles understood by the memory summary (as in :data:`microarch.longitudinal.ROLES`).
-_ROLES = ("baseline", "on_ai", "post_withdrawal", "other")
 DEFAULT_TOLERANCE_VOXELS = 1
 DEFAULT_MARGIN_VOXELS = 4
 
@@ -687,19 +686,6 @@ def _presence(graph, bones, region, tolerance):
     return present
 
 
-def _check_roles(masks, roles):
-    roles = dict(roles or {})
-    for visit in masks:
-        role = roles.setdefault(visit, "other")
-        if role not in _ROLES:
-            allowed = ", ".join(map(repr, _ROLES))
-            raise ValueError(f"role of visit {visit!r} must be one of {allowed}; got {role!r}")
-    unknown = set(roles) - set(masks)
-    if unknown:
-        raise ValueError(f"roles name visits without masks: {sorted(map(str, unknown))}")
-    return roles
-
-
 def _memory_rows(order, roles, baseline, presence, volume, kinds):
     posts = [v for v in order if roles[v] == "post_withdrawal"]
     at_baseline = presence[baseline]
@@ -837,7 +823,7 @@ def track_connections(masks, *, spacing, roles=None, region=None,
                          "(all on the baseline grid)")
     spacing = as_spacing(spacing)
     tolerance = _distance_voxels(tolerance_voxels, "tolerance_voxels")
-    roles = _check_roles(masks, roles)
+    roles = check_roles(masks, roles, data="masks")
     order = list(masks)
     bones = {}
     shape = None
