@@ -29,6 +29,7 @@ from microarch._kernels.thinning import (
     count_object_components,
     count_tunnels,
     neighbourhood_code,
+    offsets26,
     popcount,
 )
 
@@ -51,17 +52,6 @@ def _is_surface_class(c):
 @njit(inline="always")
 def _is_curve_class(c):
     return c == CURVE_END or c == CURVE or c == CURVE_JUNCTION
-
-
-@njit
-def offsets26(strides):
-    sz, sy = strides[0], strides[1]
-    offsets = np.empty(27, np.int64)
-    for dz in range(3):
-        for dy in range(3):
-            for dx in range(3):
-                offsets[9 * dz + 3 * dy + dx] = (dz - 1) * sz + (dy - 1) * sy + (dx - 1)
-    return offsets
 
 
 @njit

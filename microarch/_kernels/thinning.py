@@ -82,6 +82,18 @@ def dilate6(s):
 
 
 @njit
+def offsets26(strides):
+    """Flat-index offsets of the 3x3x3 neighbourhood, in neighbourhood-code bit order."""
+    sz, sy = strides[0], strides[1]
+    offsets = np.empty(27, np.int64)
+    for dz in range(3):
+        for dy in range(3):
+            for dx in range(3):
+                offsets[9 * dz + 3 * dy + dx] = (dz - 1) * sz + (dy - 1) * sy + (dx - 1)
+    return offsets
+
+
+@njit
 def count_object_components(code, cap):
     """Number of 26-components of the object in N26* (at most ``cap``)."""
     rest = code & FULL & ~CENTRE
@@ -168,16 +180,6 @@ def neighbourhood_code(img, p, offsets):
         if img[p + offsets[b]] & 1:
             code |= 1 << b
     return code
-
-
-def neighbourhood_offsets(padded_shape):
-    """Flat offsets of the 27 neighbourhood bits in a C-ordered array of this shape."""
-    _, ny, nx = padded_shape
-    return np.array(
-        [(dz - 1) * ny * nx + (dy - 1) * nx + (dx - 1)
-         for dz in range(3) for dy in range(3) for dx in range(3)],
-        dtype=np.int64,
-    )
 
 
 @njit(parallel=True)
@@ -302,11 +304,7 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
     ``index_type`` is an empty array whose dtype (int32 or int64) holds the flat indices.
     """
     sz, sy = strides[0], strides[1]
-    offsets = np.empty(27, np.int64)
-    for dz in range(3):
-        for dy in range(3):
-            for dx in range(3):
-                offsets[9 * dz + 3 * dy + dx] = (dz - 1) * sz + (dy - 1) * sy + (dx - 1)
+    offsets = offsets26(strides)
     directions = np.array([sz, -sz, sy, -sy, 1, -1], np.int64)
 
     start = _initial_border(img, offsets, index_type)
@@ -399,11 +397,7 @@ def prune_corners(img, strides):
     matter. ``img`` is a padded flat uint8 volume (bit 0 = object), modified in place.
     """
     sz, sy = strides[0], strides[1]
-    offsets = np.empty(27, np.int64)
-    for dz in range(3):
-        for dy in range(3):
-            for dx in range(3):
-                offsets[9 * dz + 3 * dy + dx] = (dz - 1) * sz + (dy - 1) * sy + (dx - 1)
+    offsets = offsets26(strides)
     count = 0
     for p in range(img.size):
         if img[p] & OBJECT:
