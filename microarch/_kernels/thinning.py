@@ -294,8 +294,8 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
     An iteration is six directional peels (z+, z-, y+, y-, x+, x-). Before each peel the
     border voxels that became isthmuses at peel ``b`` (in iteration ``b // 6``) and still
     are, ``max(persistence, ceil(ratio * (b // 6)))`` iterations later, are anchored (2D
-    isthmuses only with ``surfaces``, 1D only with ``curves``). A peel deletes the simple, unanchored voxels
-    whose face neighbour in its direction is background (with ``surfaces``: and whose
+    isthmuses only with ``surfaces``, 1D only with ``curves``). A peel deletes the simple,
+    unanchored voxels whose face neighbour in its direction is background (with ``surfaces``: and whose
     opposite face neighbour is object), one parity subfield (z%2, y%2, x%2) at a time:
     voxels of one subfield are never 26-adjacent, so deleting them together equals
     deleting them one by one, and the result depends neither on the visiting order nor

@@ -228,8 +228,12 @@ def default_measure(mask, *, spacing, roi, image=None, masks=None, plate_rod=Tru
     from microarch import measure as measure_module
 
     region = (masks or {}).get("periosteal")
-    record = dict(measure_module.trabecular(mask, spacing=spacing, roi=roi, region=region,
-                                            smi=False))
+    record, maps = measure_module.trabecular(mask, spacing=spacing, roi=roi, region=region,
+                                             smi=False, return_maps=True)
+    record = dict(record)
+    # the bone's thickness map (inside the ROI, where plate/rod averages it) is reused
+    thickness = maps.get("Tb.Th")
+    del maps
     notes = [record.pop("notes", "")]
     if plate_rod:
         try:
@@ -238,7 +242,7 @@ def default_measure(mask, *, spacing, roi, image=None, masks=None, plate_rod=Tru
             notes.append(f"plate/rod unavailable: {exc}")
         else:
             try:
-                result = plate_rod_fn(mask, spacing=spacing, roi=roi)
+                result = plate_rod_fn(mask, spacing=spacing, roi=roi, thickness=thickness)
             except NotImplementedError as exc:
                 notes.append(f"plate/rod unavailable: {exc}")
             else:
