@@ -9,11 +9,22 @@ What a connection is
 --------------------
 The baseline bone is decomposed into plates, rods and junction sites
 (:func:`microarch.measure._plate_rod.junction_graph`, the graph behind
-:func:`microarch.measure.plate_rod`). A *junction* is a site where two or more elements
-meet. A *connection* is an element spanning between two junctions -- the trabecular
-segment joining two nodes of the picture behind Conn.D. A rod between two junctions is
-one connection. An element touching ``k`` junctions (a plate bounded by several rods
-and plates, rarely a rod with a side junction) contributes the ``k - 1`` edges of the
+:func:`microarch.measure.plate_rod`), with one difference: a junction site is the
+skeleton's junction voxels alone (``junction_reach=0``), not grown by a step as for the
+plate/rod measures. At HR-pQCT resolution trabeculae are two or three voxels thick and a
+few long, and the thinned skeleton holds many junction voxels close together; sites
+grown by a step fuse into a few large clusters that swallow the rods between them. On
+the demo's 82 µm subjects the smaller sites track about three times as many
+connections, and about six times as many of the simulated severed rods are seen lost,
+nearly all of them true (``benchmarks/results/memory.md``). The price is at thick
+nodes: thinning a node several voxels wide can leave it as two sites a few voxels apart
+(seen on the cut-open outer nodes of a rod lattice at 4 voxels per rod diameter).
+
+A *junction* is a site where two or more elements meet. A *connection* is an element
+spanning between two junctions -- the trabecular segment joining two nodes of the
+picture behind Conn.D. A rod between two junctions is one connection. An element
+touching ``k`` junctions (a plate bounded by several rods and plates, rarely a rod with
+a side junction) contributes the ``k - 1`` edges of the
 minimum spanning tree of its junctions under the shortest-path distance through its own
 skeleton, so that each element links its junctions once and its edges follow its shape.
 With ``E`` connections, ``V`` junctions and ``C`` connected networks, ``E - V + C`` is
@@ -101,6 +112,8 @@ from microarch.longitudinal._change import check_roles
 
 DEFAULT_TOLERANCE_VOXELS = 1
 DEFAULT_MARGIN_VOXELS = 4
+# junction sites are the junction voxels alone (see "What a connection is")
+TRACKING_JUNCTION_REACH = 0
 
 _MEMORY_COLUMNS = ["baseline_visit", "on_ai_visit", "post_visit", "tracked",
                    "present_baseline", "lost_on_ai", "restored", "still_lost",
@@ -465,7 +478,8 @@ def connection_graph(mask, *, spacing, region=None, margin_voxels=DEFAULT_MARGIN
         return _empty_graph(mask.shape, spacing, region_volume)
     box = _bounding_box(keep, 1)
     origin = np.array([s.start for s in box], np.int64)
-    graph = junction_graph(keep[box], spacing=spacing)
+    graph = junction_graph(keep[box], spacing=spacing,
+                           junction_reach=TRACKING_JUNCTION_REACH)
     del keep
     del graph["labels"]
     is_plate = graph["is_plate"]

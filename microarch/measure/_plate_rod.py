@@ -86,6 +86,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from numbers import Integral
 
 import numpy as np
 
@@ -684,7 +685,8 @@ def _nan_result(reason, tv, mask, spacing, return_labels):
 
 
 def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
-                   min_plate_aspect=DEFAULT_MIN_PLATE_ASPECT):
+                   min_plate_aspect=DEFAULT_MIN_PLATE_ASPECT,
+                   junction_reach=DEFAULT_JUNCTION_REACH):
     """Elements and junctions of the plate/rod decomposition, with their voxels.
 
     The graph behind :func:`plate_rod`: the same decomposition (skeleton, split at
@@ -705,6 +707,12 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
     min_plate_aspect : float, optional
         Plates with fewer skeleton voxels than this times their squared diameter join
         the rod they touch; 0 keeps every plate.
+    junction_reach : int, optional
+        Skeleton steps around the junction voxels that join their site (the splitting
+        step of the module documentation). 1, as in :func:`plate_rod`, merges junction
+        voxels one step apart into one site; 0 keeps the sites to the junction voxels,
+        so that the short trabeculae between close junctions survive as elements (what
+        connection tracking needs at HR-pQCT resolution).
 
     Returns
     -------
@@ -749,6 +757,10 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
 
     mask = as_mask(mask)
     spacing = as_spacing(spacing)
+    if isinstance(junction_reach, bool) or not isinstance(junction_reach, Integral) \
+            or junction_reach < 0:
+        raise ValueError("junction_reach must be a non-negative integer (skeleton steps); "
+                         f"got {junction_reach!r}")
     if not mask.any():
         return {"labels": np.zeros(mask.shape, np.int32), "is_plate": np.zeros(1, bool),
                 "n_elements": 0, "skeleton_voxels": np.zeros((0, 3), np.int64),
@@ -760,7 +772,7 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
     symmetry = _canonical_symmetry(mask, spacing)
     canonical = np.ascontiguousarray(_turn(mask, symmetry))
     d = _decompose(canonical, spacing, min_rod_voxels=min_rod_voxels,
-                   min_plate_aspect=min_plate_aspect)
+                   min_plate_aspect=min_plate_aspect, junction_reach=int(junction_reach))
     padded_shape = d.labels.shape
     # skeleton voxels keep their own element while the balls are painted
     element = d.labels.reshape(-1)[d.points]

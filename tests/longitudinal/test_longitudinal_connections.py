@@ -103,8 +103,18 @@ def test_junction_graph_of_rod_lattices(diameter, period, n_cells):
     assert graph.n_connections == lattice.truth["n_rods"]
     assert set(graph.connections["kind"].tolist()) == {"rod"}
     assert cycle_rank(graph) == 1 - euler_characteristic(lattice.mask)
-    # junction sites sit within a voxel or so of the nodes
-    np.testing.assert_allclose(graph.connections["distance"], period, atol=2 * 0.05)
+    # junction sites sit within a voxel or so of the nodes, except where thinning the
+    # cut-open nodes of the lattice's outer layer leaves one node as two sites a few
+    # voxels apart (the tracker's sites do not reach beyond the junction voxels, see
+    # the module documentation of microarch.longitudinal._connections)
+    off = np.abs(graph.connections["distance"] - period) > 2 * 0.05
+    assert np.mean(off) <= 0.1
+    table = graph.connections
+    centres = np.stack([[table[f"{a}_{end}"] for a in "zyx"] for end in "ab"])  # (2, 3, n)
+    lo, hi = centres.min(axis=(0, 2)), centres.max(axis=(0, 2))
+    outer = ((np.abs(centres - lo[None, :, None]) < period / 4)
+             | (np.abs(centres - hi[None, :, None]) < period / 4)).any(axis=1)  # (2, n)
+    assert outer[:, off].any(axis=0).all()
     # on the baseline itself every connection is present
     result = track_connections({"b": lattice.mask}, spacing=0.05)
     assert result.present_baseline == graph.n_connections
