@@ -14,9 +14,10 @@ skeleton's junction voxels alone (``junction_reach=0``), not grown by a step as 
 plate/rod measures. At HR-pQCT resolution trabeculae are two or three voxels thick and a
 few long, and the thinned skeleton holds many junction voxels close together; sites
 grown by a step fuse into a few large clusters that swallow the rods between them. On
-the demo's 82 µm subjects the smaller sites track about three times as many
-connections, and about six times as many of the simulated severed rods are seen lost,
-nearly all of them true (``benchmarks/results/memory.md``). The price is at thick
+simulated 82 µm subjects the smaller sites track about three times as many connections
+and find four to seven times as many lost on AI; 84-93 % of those lie at a simulated
+severed rod, and about 40 % of the severed rods are found
+(``benchmarks/results/memory.md``). The price is at thick
 nodes: thinning a node several voxels wide can leave it as two sites a few voxels apart
 (seen on the cut-open outer nodes of a rod lattice at 4 voxels per rod diameter).
 
