@@ -320,6 +320,24 @@ def test_junction_graph_turns_with_the_input(irregular_bone):
         np.testing.assert_array_equal(graph[key][order], reference[key])
 
 
+def test_junction_reach_sets_how_far_sites_grow(irregular_bone):
+    from microarch.measure._plate_rod import junction_graph
+
+    grown = junction_graph(irregular_bone, spacing=0.0607)
+    bare = junction_graph(irregular_bone, spacing=0.0607, junction_reach=0)
+    # the same skeleton either way; bare sites hold only the junction voxels, so fewer
+    # skeleton voxels are on sites and no two sites merge through a grown step
+    np.testing.assert_array_equal(bare["skeleton_voxels"], grown["skeleton_voxels"])
+    on_grown, on_bare = grown["skeleton_junction"] > 0, bare["skeleton_junction"] > 0
+    assert on_bare.sum() < on_grown.sum()
+    assert not (on_bare & ~on_grown).any()
+    assert bare["n_junctions"] >= grown["n_junctions"]
+    assert ((bare["labels"] > 0) == irregular_bone).all()
+    for wrong in (-1, 1.5, True, "one"):
+        with pytest.raises(ValueError, match="junction_reach"):
+            junction_graph(irregular_bone, spacing=0.0607, junction_reach=wrong)
+
+
 def test_anisotropic_voxels_give_physical_values():
     # the same structure sampled with 0.2 mm along z and 0.1 mm in-plane
     period = 12
