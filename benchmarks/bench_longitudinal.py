@@ -198,8 +198,9 @@ def warm_up(threads):
     compare_visits(visits, spacing=0.0607, threads=threads)
 
 
-def no_thickness_measure(mask, *, spacing, roi, image=None):
-    """default_measure without trabecular(): BV/TV, Conn.D, plate/rod, vBMD."""
+def no_thickness_measure(mask, *, spacing, roi, image=None, masks=None):
+    """default_measure without trabecular(): BV/TV, Conn.D, plate/rod (of the trabecular
+    bone, as default_measure decomposes it), vBMD."""
     import numpy as np
 
     from microarch.measure import connectivity_density, plate_rod
@@ -207,7 +208,9 @@ def no_thickness_measure(mask, *, spacing, roi, image=None):
     roi_voxels = int(np.count_nonzero(roi))
     record = {"BV/TV": np.count_nonzero(mask & roi) / roi_voxels,
               "Conn.D": connectivity_density(mask, spacing=spacing, roi=roi)}
-    record.update({k: v for k, v in plate_rod(mask, spacing=spacing, roi=roi).items()
+    trabecular = (masks or {}).get("trabecular")
+    bone = mask if trabecular is None else mask & trabecular
+    record.update({k: v for k, v in plate_rod(bone, spacing=spacing, roi=roi).items()
                    if k != "TV"})
     if image is not None:
         record["vBMD"] = float(np.asarray(image)[roi].mean(dtype=np.float64))

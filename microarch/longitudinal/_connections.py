@@ -680,9 +680,8 @@ def _presence(graph, bones, region, tolerance):
         local = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         grid = tuple(slice(int(a + o), int(b + o)) for a, b, o in zip(lo, hi, origin))
         cell = owner[local]
-        tube = cell == -e
-        for j in junction_ids:
-            tube |= cell == j
+        # one pass over the box: a plate can touch thousands of junctions
+        tube = np.isin(cell, np.array([-e] + junction_ids, cell.dtype))
         local_ends = {}
         for j, p in zip(junction_ids, points):
             p = p - lo
