@@ -17,21 +17,21 @@ grown by a step fuse into a few large clusters that swallow the rods between the
 simulated 82 µm subjects the smaller sites track about three times as many connections
 and find four to seven times as many lost on AI; 84-93 % of those lie at a simulated
 severed rod, and about 40 % of the severed rods are found
-(``benchmarks/results/memory.md``). The price is at thick
-nodes: thinning a node several voxels wide can leave it as two sites a few voxels apart
-(seen on the cut-open outer nodes of a rod lattice at 4 voxels per rod diameter).
+(``benchmarks/results/memory.md``). The price is at thick nodes: thinning a node several
+voxels wide can leave it as two sites a few voxels apart (seen on the cut-open outer
+nodes of a rod lattice at 4 voxels per rod diameter).
 
 A *junction* is a site where two or more elements meet. A *connection* is an element
 spanning between two junctions -- the trabecular segment joining two nodes of the
 picture behind Conn.D. A rod between two junctions is one connection. An element
 touching ``k`` junctions (a plate bounded by several rods and plates, rarely a rod with
-a side junction) contributes the ``k - 1`` edges of the
-minimum spanning tree of its junctions under the shortest-path distance through its own
-skeleton, so that each element links its junctions once and its edges follow its shape.
-With ``E`` connections, ``V`` junctions and ``C`` connected networks, ``E - V + C`` is
-the cycle rank of the junction graph, the quantity Conn.D estimates: on rod lattices it
-equals ``1 - euler`` exactly (tested). Elements with fewer than two junctions
-(free-ended rods, isolated pieces) make no connection.
+a side junction) contributes the ``k - 1`` edges of the minimum spanning tree of its
+junctions under the shortest-path distance through its own skeleton, so that each
+element links its junctions once and its edges follow its shape. With ``E`` connections,
+``V`` junctions and ``C`` connected networks, ``E - V + C`` is the cycle rank of the
+junction graph, the quantity Conn.D estimates: on rod lattices it equals ``1 - euler``
+exactly (tested). Elements with fewer than two junctions (free-ended rods, isolated
+pieces) make no connection.
 
 When a connection is present
 ----------------------------
@@ -680,7 +680,7 @@ def _presence(graph, bones, region, tolerance):
         local = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         grid = tuple(slice(int(a + o), int(b + o)) for a, b, o in zip(lo, hi, origin))
         cell = owner[local]
-        # one pass over the box: a plate can touch thousands of junctions
+        # one pass over the box: a plate can touch hundreds of junctions
         tube = np.isin(cell, np.array([-e] + junction_ids, cell.dtype))
         local_ends = {}
         for j, p in zip(junction_ids, points):
