@@ -181,7 +181,7 @@ class ConnectionGraph:
         >>> rod = graph.connections["element"][0]
         >>> voxels = graph.skeleton_voxels(rod)
         >>> bool((voxels[:, 1:] == 11).all()), int(voxels[:, 0].min()), int(voxels[:, 0].max())
-        (True, 9, 22)
+        (True, 8, 23)
         """
         return self._skeleton_voxels[self._skeleton_owner == -int(element)]
 

@@ -738,8 +738,8 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
 
     Examples
     --------
-    A plate crossed by a rod: the plate (element 2) and the rods above and below it
-    (elements 1 and 3) meet at one junction site:
+    A plate crossed by a rod: the plate (element 1) and the rods above and below it
+    (elements 2 and 3) meet at one junction site:
 
     >>> import numpy as np
     >>> bone = np.zeros((30, 30, 30), bool)
@@ -747,7 +747,7 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
     >>> bone[1:29, 14:16, 14:16] = True     # rod through it, 2x2 voxels
     >>> graph = junction_graph(bone, spacing=0.08)
     >>> graph["is_plate"].tolist()
-    [False, False, True, False]
+    [False, True, False, False]
     >>> graph["contacts"].tolist()
     [[1, 1], [1, 2], [1, 3]]
     >>> bool(((graph["labels"] > 0) == bone).all())
