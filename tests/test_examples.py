@@ -18,3 +18,17 @@ def test_example_runs(script, tmp_path):
                             encoding="utf-8", errors="replace", timeout=600, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip(), "an example should show its result"
+
+
+def test_readme_shows_what_the_example_prints(tmp_path):
+    """The README quotes the output of examples/measure_a_phantom.py; it must be current."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    marker = "prints (this is `examples/measure_a_phantom.py`):"
+    assert marker in readme
+    quoted = readme.split(marker, 1)[1].split("```", 2)[1].strip().splitlines()
+    script = Path(__file__).parents[1] / "examples" / "measure_a_phantom.py"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                            encoding="utf-8", errors="replace", timeout=600, env=env, check=True)
+    printed = result.stdout.splitlines()
+    assert quoted and all(line in printed for line in quoted), (quoted, printed)
