@@ -416,7 +416,7 @@ def _register_all(prepared, reference, strategy, options, interpolation, threads
     on_grid = {reference.id: _on_grid(reference, None, grid, interpolation, threads)}
     base_mask = _registration_mask(reference.masks)
     metric_mask = None if base_mask is None else _dilate(
-        base_mask, grid, int(options.get("mask_dilation", 2)))
+        base_mask, int(options.get("mask_dilation", 2)))
     thresholds = {"min_dice": options.get("min_dice", 0.95),
                   "min_correlation": options.get("min_correlation", 0.5)}
     pairwise = []

@@ -328,28 +328,6 @@ def _distance_voxels(value, name):
     return float(value)
 
 
-def _grow(mask, radius):
-    """Grow a bool mask by a cube of half-width ``radius`` voxels (separable max filter)."""
-    if radius <= 0:
-        return mask
-    from scipy import ndimage as ndi
-
-    grown = mask.view(np.uint8)
-    for axis in range(3):
-        grown = ndi.maximum_filter1d(grown, 2 * radius + 1, axis=axis, mode="constant")
-    return grown.view(bool)
-
-
-def _bounding_box(mask, margin):
-    box = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(max(int(hits[0]) - margin, 0),
-                         min(int(hits[-1]) + margin + 1, mask.shape[axis])))
-    return tuple(box)
-
-
 _FORWARD = np.array([(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1)
                      for dx in (-1, 0, 1) if (dz, dy, dx) > (0, 0, 0)], np.int64)
 
@@ -464,6 +442,7 @@ def connection_graph(mask, *, spacing, region=None, margin_voxels=DEFAULT_MARGIN
     >>> round(float(graph.connections["distance"][0]), 2)   # between the junction sites
     1.02
     """
+    from microarch.longitudinal._registration import _bounding_box, _dilate
     from microarch.measure._plate_rod import junction_graph
 
     mask = as_mask(mask)
@@ -474,10 +453,10 @@ def connection_graph(mask, *, spacing, region=None, margin_voxels=DEFAULT_MARGIN
     region_volume = (mask.size if region is None else int(np.count_nonzero(region))) \
         * voxel_volume
 
-    keep = mask if region is None else mask & _grow(region, margin)
+    keep = mask if region is None else mask & _dilate(region, margin)
     if not keep.any():
         return _empty_graph(mask.shape, spacing, region_volume)
-    box = _bounding_box(keep, 1)
+    box = tuple(slice(lo, hi) for lo, hi in _bounding_box(keep, 1))
     origin = np.array([s.start for s in box], np.int64)
     graph = junction_graph(keep[box], spacing=spacing,
                            junction_reach=TRACKING_JUNCTION_REACH)

@@ -330,13 +330,13 @@ def _method(metric, histogram_bins, percentage, seed, fixed_mask, moving_mask, i
     return method
 
 
-def _dilate(mask, grid, radius):
+def _dilate(mask, radius):
     """Dilate by a cube of half-width ``radius`` voxels (on the mask's bounding box).
 
-    A cube rather than a ball: the result only bounds where the metric samples, and three
-    1D maximum filters are ~10x faster than a ball on a full scan.
+    A cube rather than a ball: the results only bound where something is sampled or
+    kept, and three 1D maximum filters are ~10x faster than a ball on a full scan.
     """
-    if radius <= 0:
+    if radius <= 0 or not mask.any():
         return mask
     from scipy import ndimage as ndi
 
@@ -344,7 +344,7 @@ def _dilate(mask, grid, radius):
     part = mask[box].view(np.uint8)
     for axis in range(3):
         part = ndi.maximum_filter1d(part, 2 * int(radius) + 1, axis=axis, mode="constant")
-    out = np.zeros(grid.shape, bool)
+    out = np.zeros(mask.shape, bool)
     out[box] = part.view(bool)
     return out
 
@@ -581,8 +581,8 @@ def register(baseline, follow_up, *, spacing=None, follow_up_spacing=None,
 
     metric_mask_b = metric_mask_f = None
     if base_mask is not None:
-        metric_mask_b = _dilate(base_mask, bgrid, mask_dilation)
-        metric_mask_f = _dilate(fu_mask, fgrid, mask_dilation)
+        metric_mask_b = _dilate(base_mask, mask_dilation)
+        metric_mask_f = _dilate(fu_mask, mask_dilation)
     # Work on the bone's bounding box (plus a margin): the pyramid and the samples only
     # ever need the bone, and a radius scan is mostly soft tissue and air.
     margin = int(mask_dilation) + _CROP_MARGIN
