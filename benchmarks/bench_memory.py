@@ -119,6 +119,14 @@ def _match_severed(result, severed):
     return counts
 
 
+def _groups(rows, args):
+    """(height, loss, rows) for each slab height and loss strength of the run."""
+    for height in args.heights:
+        for loss in args.losses:
+            yield height, loss, [r for r in rows if r["height"] == height
+                                 and r["loss"] == loss]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="subjects per kind")
@@ -162,16 +170,14 @@ def main(argv=None):
          "true events lost | mean abs error | max abs error | within ±0.1 |"),
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for height in args.heights:
-        for loss in args.losses:
-            group = [r for r in rows if r["height"] == height and r["loss"] == loss]
-            errors = np.array([abs(r["measured"] - r["truth"]) for r in group])
-            lines.append(
-                f"| {height} | {loss} | {np.mean([r['tb_bmd_change'] for r in group]):.1f} | "
-                f"{np.mean([r['conn_d_change'] for r in group]):.0f} | "
-                f"{np.mean([r['truth_lost'] for r in group]):.0f} | "
-                f"{np.nanmean(errors):.2f} | {np.nanmax(errors):.2f} | "
-                f"{int(np.sum(errors <= 0.1))}/{len(group)} |")
+    for height, loss, group in _groups(rows, args):
+        errors = np.array([abs(r["measured"] - r["truth"]) for r in group])
+        lines.append(
+            f"| {height} | {loss} | {np.mean([r['tb_bmd_change'] for r in group]):.1f} | "
+            f"{np.mean([r['conn_d_change'] for r in group]):.0f} | "
+            f"{np.mean([r['truth_lost'] for r in group]):.0f} | "
+            f"{np.nanmean(errors):.2f} | {np.nanmax(errors):.2f} | "
+            f"{int(np.sum(errors <= 0.1))}/{len(group)} |")
     lines += [
         "",
         "## Summary: the connection tracker against the simulator's severed rods",
@@ -186,18 +192,16 @@ def main(argv=None):
          "recall | tracker index: mean abs error | max abs error |"),
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for height in args.heights:
-        for loss in args.losses:
-            group = [r for r in rows if r["height"] == height and r["loss"] == loss]
-            severed = sum(r["severed_in_region"] for r in group)
-            lost = sum(r["tracked_lost"] for r in group)
-            at = sum(r["lost_at_severed"] for r in group)
-            seen = sum(r["severed_seen"] for r in group)
-            errors = np.array([abs(r["tracked_index"] - r["truth"]) for r in group])
-            lines.append(f"| {height} | {loss} | {severed} | {lost} | "
-                         f"{at / lost if lost else float('nan'):.2f} | "
-                         f"{seen / severed if severed else float('nan'):.2f} | "
-                         f"{np.nanmean(errors):.2f} | {np.nanmax(errors):.2f} |")
+    for height, loss, group in _groups(rows, args):
+        severed = sum(r["severed_in_region"] for r in group)
+        lost = sum(r["tracked_lost"] for r in group)
+        at = sum(r["lost_at_severed"] for r in group)
+        seen = sum(r["severed_seen"] for r in group)
+        errors = np.array([abs(r["tracked_index"] - r["truth"]) for r in group])
+        lines.append(f"| {height} | {loss} | {severed} | {lost} | "
+                     f"{at / lost if lost else float('nan'):.2f} | "
+                     f"{seen / severed if severed else float('nan'):.2f} | "
+                     f"{np.nanmean(errors):.2f} | {np.nanmax(errors):.2f} |")
     lines += [
         "",
         "## Every subject",
