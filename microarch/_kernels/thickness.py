@@ -27,7 +27,8 @@ INSIDE_ISO = 0  # inside = trilinear interpolation of the phase > 1/2
 INSIDE_SITES = 1  # outside = the "site" voxels (for Tb.N: the skeleton) and the segments
 # joining neighbouring sites, sampled at their midpoints
 
-TILE = 4
+TILE = 4  # voxels per tile edge (a tile's voxels fit one 64-bit mask)
+BLOCK = 4  # tiles per block edge (block shift 4 below: 16 voxels)
 TIE = 1e-6  # relative tolerance of "touching" (float32 radii)
 
 
@@ -383,17 +384,23 @@ def paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
     ``keys`` are the centres packed by :func:`_pack` (squared radius in mm² above a flat
     doubled-grid index with row lengths ``nj2``/``ni2``), sorted ascending; they are
     visited from the largest radius down, so the first ball that covers a voxel is its
-    largest. A ball covers a voxel when it contains
-    the voxel centre (``cube_overlap`` False) or when its interior meets the voxel's cube
-    (True). The volume is cut into z-chunks painted in parallel; every chunk keeps, per
-    4x4x4 tile, a 64-bit mask of its voxels still unpainted, so finished tiles cost one
-    test per ball.
+    largest. A ball covers a voxel when it contains the voxel centre (``cube_overlap``
+    False) or when its interior meets the voxel's cube (True).
+
+    The volume is cut into z-chunks painted in parallel. Every chunk keeps, per 4x4x4
+    tile, a 64-bit mask of its voxels still unpainted, and per block of 4x4x4 tiles the
+    number of tiles not yet finished. Most balls come after their neighbourhood is
+    finished (on trabecular marrow, 6 in 7 paint nothing), so they cost one test per
+    block instead of one per tile or per voxel.
     """
     nz, ny, nx = targets.shape
     out = np.zeros((nz, ny, nx), np.float32)
     tz = (nz + TILE - 1) // TILE
     ty = (ny + TILE - 1) // TILE
     tx = (nx + TILE - 1) // TILE
+    bz = (tz + BLOCK - 1) // BLOCK
+    by = (ty + BLOCK - 1) // BLOCK
+    bx = (tx + BLOCK - 1) // BLOCK
     unpainted = np.zeros((tz, ty, tx), np.uint64)
     for a in prange(tz):
         for z in range(a * TILE, min(nz, a * TILE + TILE)):
@@ -402,21 +409,28 @@ def paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
                     if targets[z, y, x]:
                         bit = ((z & 3) << 4) | ((y & 3) << 2) | (x & 3)
                         unpainted[a, y >> 2, x >> 2] |= np.uint64(1) << np.uint64(bit)
+    live = np.zeros((bz, by, bx), np.int32)  # unfinished tiles per block
+    for a in prange(bz):
+        for t in range(a * BLOCK, min(tz, a * BLOCK + BLOCK)):
+            for b in range(ty):
+                for c in range(tx):
+                    if unpainted[t, b, c] != 0:
+                        live[a, b // BLOCK, c // BLOCK] += 1
     half = 0.5 if cube_overlap else 0.0
-    per_chunk = (tz + n_chunks - 1) // n_chunks
+    # chunks are whole layers of blocks, so that no block is shared between threads
+    per_chunk = (bz + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
-        tile_z0 = chunk * per_chunk
-        tile_z1 = min(tz, tile_z0 + per_chunk)
-        if tile_z0 >= tile_z1:
+        block_z0 = chunk * per_chunk
+        block_z1 = min(bz, block_z0 + per_chunk)
+        if block_z0 >= block_z1:
             continue
-        z_lo_chunk = tile_z0 * TILE
-        z_hi_chunk = min(nz, tile_z1 * TILE) - 1
+        z_lo_chunk = block_z0 * BLOCK * TILE
+        z_hi_chunk = min(nz, block_z1 * BLOCK * TILE) - 1
         left = 0
-        for t in range(tile_z0, tile_z1):
-            for a in range(ty):
-                for b in range(tx):
-                    if unpainted[t, a, b] != 0:
-                        left += 1
+        for a in range(block_z0, block_z1):
+            for b in range(by):
+                for c in range(bx):
+                    left += live[a, b, c]
         word = np.empty(1, np.uint32)
         for n in range(keys.shape[0] - 1, -1, -1):
             if left == 0:
@@ -441,39 +455,66 @@ def paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
             x1 = min(nx - 1, int(math.ceil(cx + half + r / hx)))
             # squared radii are float32: treat differences below 1 ppm as exact ties
             limit = r2 * (1.0 - TIE) if cube_overlap else r2 * (1.0 + TIE)
-            for tz_ in range(z0 >> 2, (z1 >> 2) + 1):
-                for ty_ in range(y0 >> 2, (y1 >> 2) + 1):
-                    for tx_ in range(x0 >> 2, (x1 >> 2) + 1):
-                        mask = unpainted[tz_, ty_, tx_]
-                        if mask == 0:
+            for bz_ in range(z0 >> 4, (z1 >> 4) + 1):
+                for by_ in range(y0 >> 4, (y1 >> 4) + 1):
+                    for bx_ in range(x0 >> 4, (x1 >> 4) + 1):
+                        if live[bz_, by_, bx_] == 0:
                             continue
-                        before = mask
-                        for row in range(16):
-                            nibble = (mask >> np.uint64(4 * row)) & np.uint64(15)
-                            if nibble == 0:
-                                continue
-                            z = (tz_ << 2) | (row >> 2)
-                            y = (ty_ << 2) | (row & 3)
-                            gz = max(abs(z - cz) - half, 0.0) * hz
-                            gy = max(abs(y - cy) - half, 0.0) * hy
-                            gzy2 = gz * gz + gy * gy
-                            if gzy2 >= limit:
-                                continue
-                            for dx in range(4):
-                                bit = np.uint64(4 * row + dx)
-                                if (mask >> bit) & np.uint64(1) == 0:
-                                    continue
-                                x = (tx_ << 2) | dx
-                                gx = max(abs(x - cx) - half, 0.0) * hx
-                                d2 = gzy2 + gx * gx
-                                if (d2 < limit) if cube_overlap else (d2 <= limit):
-                                    out[z, y, x] = r2
-                                    mask &= ~(np.uint64(1) << bit)
-                        if mask != before:
-                            unpainted[tz_, ty_, tx_] = mask
-                            if mask == 0:
-                                left -= 1
+                        finished = _paint_block(
+                            out, unpainted, bz_, by_, bx_, z0, z1, y0, y1, x0, x1,
+                            cz, cy, cx, half, hz, hy, hx, r2, limit, cube_overlap)
+                        live[bz_, by_, bx_] -= finished
+                        left -= finished
     return out
+
+
+@njit(inline="always")
+def _paint_block(out, unpainted, bz_, by_, bx_, z0, z1, y0, y1, x0, x1, cz, cy, cx, half,
+                 hz, hy, hx, r2, limit, cube_overlap):
+    """Paint one ball into the tiles of one block; returns the number of tiles finished."""
+    finished = 0
+    for tz_ in range(max(z0 >> 2, bz_ * BLOCK), min(z1 >> 2, bz_ * BLOCK + BLOCK - 1) + 1):
+        gz = max(abs(cz - min(max(cz, 4.0 * tz_), 4.0 * tz_ + 3.0)) - half, 0.0) * hz
+        for ty_ in range(max(y0 >> 2, by_ * BLOCK), min(y1 >> 2, by_ * BLOCK + BLOCK - 1) + 1):
+            gy = max(abs(cy - min(max(cy, 4.0 * ty_), 4.0 * ty_ + 3.0)) - half, 0.0) * hy
+            gzy = gz * gz + gy * gy
+            if gzy >= limit:
+                continue
+            for tx_ in range(max(x0 >> 2, bx_ * BLOCK),
+                             min(x1 >> 2, bx_ * BLOCK + BLOCK - 1) + 1):
+                mask = unpainted[tz_, ty_, tx_]
+                if mask == 0:
+                    continue
+                gx = max(abs(cx - min(max(cx, 4.0 * tx_), 4.0 * tx_ + 3.0)) - half, 0.0) * hx
+                if gzy + gx * gx >= limit:
+                    continue  # the ball misses the tile's voxels
+                before = mask
+                for row in range(16):
+                    nibble = (mask >> np.uint64(4 * row)) & np.uint64(15)
+                    if nibble == 0:
+                        continue
+                    z = (tz_ << 2) | (row >> 2)
+                    y = (ty_ << 2) | (row & 3)
+                    vz = max(abs(z - cz) - half, 0.0) * hz
+                    vy = max(abs(y - cy) - half, 0.0) * hy
+                    gzy2 = vz * vz + vy * vy
+                    if gzy2 >= limit:
+                        continue
+                    for dx in range(4):
+                        bit = np.uint64(4 * row + dx)
+                        if (mask >> bit) & np.uint64(1) == 0:
+                            continue
+                        x = (tx_ << 2) | dx
+                        vx = max(abs(x - cx) - half, 0.0) * hx
+                        d2 = gzy2 + vx * vx
+                        if (d2 < limit) if cube_overlap else (d2 <= limit):
+                            out[z, y, x] = r2
+                            mask &= ~(np.uint64(1) << bit)
+                if mask != before:
+                    unpainted[tz_, ty_, tx_] = mask
+                    if mask == 0:
+                        finished += 1
+    return finished
 
 
 # ---------------------------------------------------------------------------------------

@@ -144,3 +144,39 @@ def test_window_and_envelope_passes_agree(monkeypatch):
     monkeypatch.setattr(kernels, "_WINDOW_LIMIT", 0)
     enveloped = measure.local_thickness(~mask, spacing=spacing, edge="background")
     np.testing.assert_allclose(windowed, enveloped, rtol=1e-6)
+
+
+def _paint_by_brute_force(targets, centres, radius2, spacing, cube_overlap):
+    """Every voxel takes the largest ball that covers it (cube overlap or centre)."""
+    grid = np.stack(np.indices(targets.shape), axis=-1).astype(float)
+    half = 0.5 if cube_overlap else 0.0
+    out = np.zeros(targets.shape, np.float64)
+    for centre, r2 in zip(centres, radius2):
+        gap = np.maximum(np.abs(grid - centre) - half, 0.0) * spacing
+        d2 = (gap * gap).sum(axis=-1)
+        covered = d2 < r2 if cube_overlap else d2 <= r2
+        out = np.where(covered & (r2 > out), r2, out)
+    return np.where(targets, out, 0.0)
+
+
+@pytest.mark.parametrize("cube_overlap", [True, False])
+@pytest.mark.parametrize("n_chunks", [1, 3, 8])
+def test_paint_equals_brute_force_across_tiles_blocks_and_chunks(cube_overlap, n_chunks):
+    # 37 x 41 x 45 voxels: several 16-voxel blocks along each axis, partial at the end
+    from microarch._kernels import thickness as kernels
+
+    rng = np.random.default_rng(7)
+    shape = (37, 41, 45)
+    spacing = np.array([0.9, 1.0, 1.2])
+    targets = rng.random(shape) < 0.8
+    n = 300
+    doubled = np.stack([rng.integers(0, 2 * s - 1, n) for s in shape], axis=1)
+    # distinct squared radii well apart, so float32 rounding decides no tie
+    radius2 = rng.permutation(np.arange(1, n + 1)) * 0.25
+    bits = radius2.astype(np.float32).view(np.uint32).astype(np.uint64)
+    nj2, ni2 = 2 * shape[1] - 1, 2 * shape[2] - 1
+    index = (doubled[:, 0] * nj2 + doubled[:, 1]) * ni2 + doubled[:, 2]
+    keys = np.sort((bits << np.uint64(32)) | index.astype(np.uint64))
+    painted = kernels.paint(targets, keys, nj2, ni2, *spacing, cube_overlap, n_chunks)
+    expected = _paint_by_brute_force(targets, doubled / 2.0, radius2, spacing, cube_overlap)
+    np.testing.assert_array_equal(painted, expected.astype(np.float32))
