@@ -132,17 +132,22 @@ def _pass_axis_window(arr, axis, step, edge_sites, reach):
                 buf[q + 1, c] = 0.0
         result = np.empty(_WIDE_BLOCK, np.float32)
         for q in range(n):
-            inside = False
-            for c in range(width):
-                result[c] = buf[q + 1, c]
-                if result[c] > 0.0:
-                    inside = True
-            if inside:
-                lo = max(-1, q - halo)
-                hi = min(n, q + halo)
-                for t in range(lo, hi + 1):
+            for c in range(_WIDE_BLOCK):
+                result[c] = buf[q + 1, c]  # padding columns hold 0 and stay 0
+            # a point farther away than the root of the current value cannot lower it:
+            # each group of lanes scans only as far as its largest value needs
+            for g in range(0, _WIDE_BLOCK, _LANES):
+                largest = 0.0
+                for c in range(g, g + _LANES):
+                    largest = max(largest, result[c])
+                if largest <= 0.0:
+                    continue
+                reach_q = halo
+                if largest < np.inf:
+                    reach_q = min(halo, int(math.sqrt(largest) / step) + 1)
+                for t in range(max(-1, q - reach_q), min(n, q + reach_q) + 1):
                     w = weights[t - q + halo]
-                    for c in range(_WIDE_BLOCK):
+                    for c in range(g, g + _LANES):
                         value = buf[t + 1, c] + w
                         if value < result[c]:
                             result[c] = value
@@ -154,6 +159,7 @@ def _pass_axis_window(arr, axis, step, edge_sites, reach):
 
 
 _WIDE_BLOCK = 32
+_LANES = 8  # float32 lanes of one AVX2 vector
 
 
 @njit(parallel=True)
@@ -549,6 +555,7 @@ def ridge_centres_discrete(d2, i0, ii_lo, ii_hi, scale, nj2, ni2, cube_overlap, 
     counts = np.zeros(nk, np.int64)
     for k in prange(nk):
         c = 0
+        hint = 0  # the neighbour that covered the previous ball of the row
         for j in range(nj):
             for ii in range(ii_lo, ii_hi):
                 r2 = d2[k, j, ii]
@@ -558,9 +565,10 @@ def ridge_centres_discrete(d2, i0, ii_lo, ii_hi, scale, nj2, ni2, cube_overlap, 
                             and reach <= ii < ni - reach)
                 i = ii + i0
                 parity = (((k & 1) << 2) | ((j & 1) << 1) | (i & 1)) if scale == 1 else 0
-                if _keep_discrete(flat, (k * nj + j) * ni + ii, r2, parity, interior,
-                                  d2, k, j, ii, cube_overlap, shells, shell_lut, lut_scale,
-                                  need, offsets, steps):
+                kept, hint = _keep_discrete(flat, (k * nj + j) * ni + ii, r2, parity,
+                                            interior, d2, k, j, ii, cube_overlap, shells,
+                                            shell_lut, lut_scale, need, offsets, steps, hint)
+                if kept:
                     keep[k, j, ii - ii_lo] = True
                     c += 1
         counts[k] = c
@@ -589,28 +597,13 @@ def _pack(bits, index):
 
 @njit(inline="always")
 def _keep_discrete(flat, p, r2, parity, interior, d2, kk, j, i, cube_overlap, shells,
-                   shell_lut, lut_scale, need, offsets, steps):
-    # the largest neighbour is the most likely to cover this ball: find it first
-    best, best_n = -1.0, -1
-    n_off = offsets.shape[0]
-    if interior:
-        for n in range(n_off):
-            other = flat[p + steps[n]]
-            if other > best:
-                best, best_n = other, n
-    else:
-        nk, nj, ni = d2.shape
-        for n in range(n_off):
-            k2 = kk + offsets[n, 0]
-            j2 = j + offsets[n, 1]
-            i2 = i + offsets[n, 2]
-            if 0 <= k2 < nk and 0 <= j2 < nj and 0 <= i2 < ni:
-                other = d2[k2, j2, i2]
-                if other > best:
-                    best, best_n = other, n
-    if best < r2 or best == np.inf:
-        return True
-    # number of shells the ball covers: entries of shells[parity] below r2
+                   shell_lut, lut_scale, need, offsets, steps, hint):
+    """Whether no neighbour's ball covers the voxels of this ball, and which one did.
+
+    Returns ``(keep, covering)``: ``covering`` is the neighbour that covers the ball when
+    it is dropped, else ``hint``. Neighbouring points are mostly covered from the same
+    side, so the neighbour ``hint`` (the last one that covered) is tried first.
+    """
     # Count the shells the ball covers, erring towards more than paint() paints (which
     # is g < r2 (1 - TIE) for cube overlap, g <= r2 (1 + TIE) for centre containment) but
     # never counting the exact ties g == r2 that cube overlap leaves out.
@@ -625,29 +618,32 @@ def _keep_discrete(flat, p, r2, parity, interior, d2, kk, j, i, cube_overlap, sh
         bound = r2 * (1.0 + 2.0 * TIE)
         while row[s] <= bound:
             s += 1
-    if s == 0:
-        return True
-    if s > need.shape[1]:
-        return True
+    if s == 0 or s > need.shape[1]:
+        return True, hint
     table = need[parity, s - 1]
-    if _covers(best, r2, offsets[best_n, 3], table[best_n]):
-        return False
+    other = _neighbour(flat, p, d2, kk, j, i, interior, offsets, steps, hint)
+    if _covers(other, r2, offsets[hint, 3], table[hint]):
+        return False, hint
+    for n in range(offsets.shape[0]):
+        if n != hint:
+            other = _neighbour(flat, p, d2, kk, j, i, interior, offsets, steps, n)
+            if _covers(other, r2, offsets[n, 3], table[n]):
+                return False, n
+    return True, hint
+
+
+@njit(inline="always")
+def _neighbour(flat, p, d2, k, j, i, interior, offsets, steps, n):
+    """Squared radius at neighbour ``n`` of point ``p`` = (k, j, i); -1 beyond the grid."""
+    if interior:
+        return flat[p + steps[n]]
     nk, nj, ni = d2.shape
-    for n in range(n_off):
-        if n == best_n:
-            continue
-        if interior:
-            other = flat[p + steps[n]]
-        else:
-            k2 = kk + offsets[n, 0]
-            j2 = j + offsets[n, 1]
-            i2 = i + offsets[n, 2]
-            if not (0 <= k2 < nk and 0 <= j2 < nj and 0 <= i2 < ni):
-                continue
-            other = d2[k2, j2, i2]
-        if other != np.inf and _covers(other, r2, offsets[n, 3], table[n]):
-            return False
-    return True
+    k2 = k + offsets[n, 0]
+    j2 = j + offsets[n, 1]
+    i2 = i + offsets[n, 2]
+    if 0 <= k2 < nk and 0 <= j2 < nj and 0 <= i2 < ni:
+        return d2[k2, j2, i2]
+    return -1.0
 
 
 @njit(inline="always")
@@ -659,6 +655,6 @@ def _covers(other, r2, later, needed):
     the tie tolerance of paint(), so rounding can keep a redundant ball, never drop a
     needed one.
     """
-    if other < r2 or (other == r2 and later > 0):
-        return False
+    if other < r2 or other == np.inf or (other == r2 and later > 0):
+        return False  # an unbounded ball is never painted, so it cannot stand in
     return other * (1.0 - 2.0 * TIE) > needed
