@@ -28,7 +28,8 @@ INSIDE_SITES = 1  # outside = the "site" voxels (for Tb.N: the skeleton) and the
 # joining neighbouring sites, sampled at their midpoints
 
 TILE = 4  # voxels per tile edge (a tile's voxels fit one 64-bit mask)
-BLOCK = 4  # tiles per block edge (block shift 4 below: 16 voxels)
+BLOCK = 4  # tiles per block edge
+BLOCK_VOXELS = BLOCK * TILE
 TIE = 1e-6  # relative tolerance of "touching" (float32 radii)
 
 
@@ -461,9 +462,9 @@ def paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
             x1 = min(nx - 1, int(math.ceil(cx + half + r / hx)))
             # squared radii are float32: treat differences below 1 ppm as exact ties
             limit = r2 * (1.0 - TIE) if cube_overlap else r2 * (1.0 + TIE)
-            for bz_ in range(z0 >> 4, (z1 >> 4) + 1):
-                for by_ in range(y0 >> 4, (y1 >> 4) + 1):
-                    for bx_ in range(x0 >> 4, (x1 >> 4) + 1):
+            for bz_ in range(z0 // BLOCK_VOXELS, z1 // BLOCK_VOXELS + 1):
+                for by_ in range(y0 // BLOCK_VOXELS, y1 // BLOCK_VOXELS + 1):
+                    for bx_ in range(x0 // BLOCK_VOXELS, x1 // BLOCK_VOXELS + 1):
                         if live[bz_, by_, bx_] == 0:
                             continue
                         finished = _paint_block(
