@@ -229,16 +229,14 @@ def _anchor_isthmuses(img, border, born, n, offsets, step, persistence, ratio, c
     ``born[i]`` is the peel at which voxel ``border[i]`` last became an isthmus (-1: it
     is not one). Only voxels whose neighbourhood changed (DIRTY) are re-examined.
     """
+    isthmus = _examine_isthmuses(img, border, n, offsets, curves, surfaces)
     for i in range(n):
         p = border[i]
         flags = img[p]
         if not flags & OBJECT or flags & ANCHORED:
             continue
         if flags & DIRTY:
-            code = neighbourhood_code(img, p, offsets)
-            isthmus = ((surfaces and count_background_components(code, 2) >= 2)
-                       or (curves and count_object_components(code, 2) >= 2))
-            if not isthmus:
+            if not isthmus[i]:
                 born[i] = -1
             elif born[i] < 0:
                 born[i] = step
@@ -246,6 +244,20 @@ def _anchor_isthmuses(img, border, born, n, offsets, step, persistence, ratio, c
         if born[i] >= 0 and step - born[i] >= _wait(born[i], persistence, ratio):
             flags |= ANCHORED
         img[p] = flags
+
+
+@njit(parallel=True)
+def _examine_isthmuses(img, border, n, offsets, curves, surfaces):
+    """Whether each DIRTY, unanchored border voxel is an isthmus now (read-only pass)."""
+    isthmus = np.zeros(n, np.bool_)
+    for i in prange(n):
+        p = border[i]
+        flags = img[p]
+        if flags & OBJECT and not flags & ANCHORED and flags & DIRTY:
+            code = neighbourhood_code(img, p, offsets)
+            isthmus[i] = ((surfaces and count_background_components(code, 2) >= 2)
+                          or (curves and count_object_components(code, 2) >= 2))
+    return isthmus
 
 
 @njit(inline="always")
@@ -256,14 +268,16 @@ def _wait(born, persistence, ratio):
     return PEELS * iterations
 
 
-@njit
+@njit(parallel=True)
 def _delete_simple(img, candidates, lo, hi, deleted, offsets, step, keep_thin):
     """Delete the simple candidates[lo:hi] (one subfield: no two are 26-adjacent).
 
     With ``keep_thin`` a voxel whose neighbour opposite to the peel direction is also
     background (one voxel thin along this direction) stays: it lies on a mid-surface.
+    The candidates are examined in parallel: each reads only its neighbours, which lie in
+    other subfields and do not change meanwhile, and writes only itself.
     """
-    for i in range(lo, hi):
+    for i in prange(lo, hi):
         p = candidates[i]
         if keep_thin and not img[p - step] & OBJECT:
             continue
