@@ -22,6 +22,7 @@ code   class                      local configuration in the skeleton
 """
 
 import numpy as np
+from numba import prange
 
 from microarch._kernels._jit import njit
 from microarch._kernels.thinning import (
@@ -562,73 +563,71 @@ def _pop(heap_d, heap_i, size):
     return d, i, size
 
 
-@njit
+@njit(parallel=True)
 def plate_areas(labels, points, strides, is_plate, n_elements, spacing, reach):
     """Area (mm²) of each plate's mid-surface (``labels`` set on skeleton voxels only).
 
     A one-voxel-thin digital surface has one voxel per column along the axis k that
     maximises ``h_k |n_k|`` (n the unit normal in mm, h the voxel size), so each voxel
     stands for ``h_z h_y h_x / max_k(h_k |n_k|)`` of surface. The normal is the direction
-    of least spread of the plate's own skeleton voxels within ``reach`` voxels.
+    of least spread of the plate's own skeleton voxels within ``reach`` voxels. The
+    voxels' shares are computed in parallel and summed in the order of ``points``.
     """
     sz, sy = strides[0], strides[1]
+    nz, ny, nx = labels.size // sz, sz // sy, sy
     hz, hy, hx = spacing[0], spacing[1], spacing[2]
     volume = hz * hy * hx
-    areas = np.zeros(n_elements + 1)
-    cov = np.empty((3, 3))
-    for i in range(points.size):
+    share = np.zeros(points.size)
+    for i in prange(points.size):
         p = points[i]
         e = labels[p]
         if not is_plate[e]:
             continue
+        pz = p // sz
+        py = (p - pz * sz) // sy
+        px = p - pz * sz - py * sy
         # covariance of the neighbouring voxels of the same plate (physical units)
         count = 0
-        sx_ = np.zeros(3)
-        sxx = np.zeros((3, 3))
+        s0 = s1 = s2 = 0.0
+        c00 = c01 = c02 = c11 = c12 = c22 = 0.0
         for dz in range(-reach, reach + 1):
+            if not 0 <= pz + dz < nz:
+                continue
             for dy in range(-reach, reach + 1):
+                if not 0 <= py + dy < ny:
+                    continue
                 for dx in range(-reach, reach + 1):
-                    q = p + dz * sz + dy * sy + dx
-                    if q < 0 or q >= labels.size or labels[q] != e:
-                        continue
-                    # the padded volume is large enough for reach <= 1 only; farther
-                    # offsets may wrap around rows, so check the coordinates as well
-                    if not _same_offset(p, q, dz, dy, dx, sz, sy):
+                    if not 0 <= px + dx < nx or labels[p + dz * sz + dy * sy + dx] != e:
                         continue
                     v0, v1, v2 = dz * hz, dy * hy, dx * hx
                     count += 1
-                    sx_[0] += v0
-                    sx_[1] += v1
-                    sx_[2] += v2
-                    sxx[0, 0] += v0 * v0
-                    sxx[0, 1] += v0 * v1
-                    sxx[0, 2] += v0 * v2
-                    sxx[1, 1] += v1 * v1
-                    sxx[1, 2] += v1 * v2
-                    sxx[2, 2] += v2 * v2
+                    s0 += v0
+                    s1 += v1
+                    s2 += v2
+                    c00 += v0 * v0
+                    c01 += v0 * v1
+                    c02 += v0 * v2
+                    c11 += v1 * v1
+                    c12 += v1 * v2
+                    c22 += v2 * v2
         if count >= 3:
-            for a in range(3):
-                for b in range(a, 3):
-                    cov[a, b] = sxx[a, b] / count - sx_[a] * sx_[b] / (count * count)
-                    cov[b, a] = cov[a, b]
+            n2 = count * count
+            cov = np.empty((3, 3))
+            cov[0, 0] = c00 / count - s0 * s0 / n2
+            cov[0, 1] = cov[1, 0] = c01 / count - s0 * s1 / n2
+            cov[0, 2] = cov[2, 0] = c02 / count - s0 * s2 / n2
+            cov[1, 1] = c11 / count - s1 * s1 / n2
+            cov[1, 2] = cov[2, 1] = c12 / count - s1 * s2 / n2
+            cov[2, 2] = c22 / count - s2 * s2 / n2
             _, vecs = np.linalg.eigh(cov)
-            normal = vecs[:, 0]
-            best = max(hz * abs(normal[0]), hy * abs(normal[1]), hx * abs(normal[2]))
+            best = max(hz * abs(vecs[0, 0]), hy * abs(vecs[1, 0]), hx * abs(vecs[2, 0]))
         else:  # too few voxels for a normal: take the largest voxel face
             best = min(hz, hy, hx)
-        areas[e] += volume / best
+        share[i] = volume / best
+    areas = np.zeros(n_elements + 1)
+    for i in range(points.size):
+        areas[labels[points[i]]] += share[i]
     return areas
-
-
-@njit(inline="always")
-def _same_offset(p, q, dz, dy, dx, sz, sy):
-    pz = p // sz
-    py = (p - pz * sz) // sy
-    px = p - pz * sz - py * sy
-    qz = q // sz
-    qy = (q - qz * sz) // sy
-    qx = q - qz * sz - qy * sy
-    return qz - pz == dz and qy - py == dy and qx - px == dx
 
 
 @njit
