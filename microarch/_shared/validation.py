@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -78,6 +78,21 @@ def check_choice(value, choices, *, name: str):
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
     return value
+
+
+def non_negative_int(value, *, name: str, unit: str = "") -> int:
+    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= 0.
+
+    Booleans and whole floats (``2.0``) are refused: a count is written as an integer.
+    ``unit`` (e.g. ``"voxels"``) is added to the message.
+
+    >>> non_negative_int(3, name="seed")
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        unit = f" ({unit})" if unit else ""
+        raise ValueError(f"{name} must be a non-negative integer{unit}; got {value!r}")
+    return int(value)
 
 
 def degenerate(reason: str, *, stacklevel: int = 3) -> float:

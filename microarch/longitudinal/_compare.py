@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from microarch._shared.progress import stage
-from microarch._shared.validation import as_mask, as_spacing, check_choice
+from microarch._shared.validation import as_mask, as_spacing, check_choice, non_negative_int
 from microarch.longitudinal._change import (
     FALLBACK_LSC,
     MEMORY_MEASURES,
@@ -691,7 +691,7 @@ _CONNECTION_OPTIONS = ("tolerance_voxels", "margin_voxels")
 
 def _connection_options(options):
     """Validated keyword arguments for track_connections (checked before any work)."""
-    from microarch.longitudinal._connections import _distance_voxels, _tolerance
+    from microarch.longitudinal._connections import _distance_voxels
 
     options = dict(options or {})
     unknown = sorted(set(options) - set(_CONNECTION_OPTIONS))
@@ -702,7 +702,7 @@ def _connection_options(options):
     if "tolerance_voxels" in options:
         _distance_voxels(options["tolerance_voxels"], "tolerance_voxels")
     if "margin_voxels" in options:
-        _tolerance(options["margin_voxels"], "margin_voxels")
+        non_negative_int(options["margin_voxels"], name="margin_voxels", unit="voxels")
     return options
 
 

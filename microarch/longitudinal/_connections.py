@@ -104,11 +104,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
-from microarch._shared.validation import as_mask, as_roi, as_spacing
+from microarch._shared.validation import as_mask, as_roi, as_spacing, non_negative_int
 from microarch.longitudinal._change import check_roles
 
 DEFAULT_TOLERANCE_VOXELS = 1
@@ -315,12 +315,6 @@ class Connections:
         return table
 
 
-def _tolerance(value, name):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer (voxels); got {value!r}")
-    return int(value)
-
-
 def _distance_voxels(value, name):
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) \
             or value < 0:
@@ -448,7 +442,7 @@ def connection_graph(mask, *, spacing, region=None, margin_voxels=DEFAULT_MARGIN
     mask = as_mask(mask)
     spacing = as_spacing(spacing)
     region = as_roi(region, mask.shape, name="region")
-    margin = _tolerance(margin_voxels, "margin_voxels")
+    margin = non_negative_int(margin_voxels, name="margin_voxels", unit="voxels")
     voxel_volume = float(np.prod(spacing))
     region_volume = (mask.size if region is None else int(np.count_nonzero(region))) \
         * voxel_volume

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from microarch._shared.validation import as_mask, degenerate
+from microarch._shared.validation import as_mask, degenerate, non_negative_int
 
 
 def common_region(masks, *, erosion_voxels=1):
@@ -50,9 +50,7 @@ def common_region(masks, *, erosion_voxels=1):
     masks = list(masks)
     if not masks:
         raise ValueError("common_region needs at least one mask")
-    if isinstance(erosion_voxels, bool) or int(erosion_voxels) != erosion_voxels \
-            or erosion_voxels < 0:
-        raise ValueError(f"erosion_voxels must be a non-negative integer; got {erosion_voxels!r}")
+    erosion_voxels = non_negative_int(erosion_voxels, name="erosion_voxels")
     region = as_mask(masks[0], name="masks[0]").copy()
     for i, mask in enumerate(masks[1:], start=1):
         mask = as_mask(mask, name=f"masks[{i}]")

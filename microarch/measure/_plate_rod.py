@@ -86,12 +86,17 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from numbers import Integral
 
 import numpy as np
 
 from microarch._shared.progress import stage
-from microarch._shared.validation import as_mask, as_roi, as_spacing, degenerate
+from microarch._shared.validation import (
+    as_mask,
+    as_roi,
+    as_spacing,
+    degenerate,
+    non_negative_int,
+)
 from microarch.measure._skeleton import _thin
 
 #: Skeleton voxel classes written by :func:`classify_skeleton`.
@@ -757,10 +762,8 @@ def junction_graph(mask, *, spacing, min_rod_voxels=DEFAULT_MIN_ROD_VOXELS,
 
     mask = as_mask(mask)
     spacing = as_spacing(spacing)
-    if isinstance(junction_reach, bool) or not isinstance(junction_reach, Integral) \
-            or junction_reach < 0:
-        raise ValueError("junction_reach must be a non-negative integer (skeleton steps); "
-                         f"got {junction_reach!r}")
+    junction_reach = non_negative_int(junction_reach, name="junction_reach",
+                                      unit="skeleton steps")
     if not mask.any():
         return {"labels": np.zeros(mask.shape, np.int32), "is_plate": np.zeros(1, bool),
                 "n_elements": 0, "skeleton_voxels": np.zeros((0, 3), np.int64),

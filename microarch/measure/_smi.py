@@ -77,12 +77,17 @@ segmented data. MICCAI 1998, LNCS 1496:888-898.
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
 
-from microarch._shared.validation import as_mask, as_spacing, check_choice, degenerate
+from microarch._shared.validation import (
+    as_mask,
+    as_spacing,
+    check_choice,
+    degenerate,
+    non_negative_int,
+)
 
 _BORDERS = ("continue", "background")
 _PART_NAMES = ("SMI", "SMI+", "SMI-", "concave fraction", "BS", "BV")
@@ -207,8 +212,8 @@ def structure_model_index(
     """
     mask = as_mask(mask)
     spacing = as_spacing(spacing)
-    smoothing_iterations = _non_negative_int(smoothing_iterations, "smoothing_iterations")
-    step_size = _non_negative_int(step_size, "step_size")
+    smoothing_iterations = non_negative_int(smoothing_iterations, name="smoothing_iterations")
+    step_size = non_negative_int(step_size, name="step_size")
     if step_size < 1:
         raise ValueError(f"step_size must be at least 1; got {step_size}")
     check_choice(border, _BORDERS, name="border")
@@ -226,12 +231,6 @@ def structure_model_index(
         nan = degenerate(reason)
         parts = dict.fromkeys(_PART_NAMES, nan)
     return parts if return_parts else parts["SMI"]
-
-
-def _non_negative_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
-    return int(value)
 
 
 def _degenerate_reason(mask, border, step_size):

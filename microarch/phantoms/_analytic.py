@@ -43,7 +43,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from microarch._shared.validation import as_spacing
+from microarch._shared.validation import as_spacing, non_negative_int
 
 
 class DigitisationWarning(UserWarning):
@@ -86,12 +86,6 @@ class Phantom:
 def _positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _nonnegative_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
     return int(value)
 
 
@@ -216,7 +210,7 @@ def plate(thickness_voxels, *, size=None, axis=0, spacing=1.0, margin_voxels=2) 
     t = _positive_int(thickness_voxels, "thickness_voxels")
     axis = _axis(axis)
     spacing = as_spacing(spacing)
-    m = _nonnegative_int(margin_voxels, "margin_voxels")
+    m = non_negative_int(margin_voxels, name="margin_voxels")
     counts = [t, t, t]
     for a in _lateral_axes(axis):
         counts[a] = _lateral_count(size, spacing[a], 16, "size")
@@ -275,7 +269,7 @@ def rod(diameter, *, length=None, axis=0, spacing=1.0, margin_voxels=2) -> Phant
     d = _positive_length(diameter, "diameter")
     axis = _axis(axis)
     spacing = as_spacing(spacing)
-    m = _nonnegative_int(margin_voxels, "margin_voxels")
+    m = non_negative_int(margin_voxels, name="margin_voxels")
     n_length = max(
         1, round((4 * d if length is None else _positive_length(length, "length")) / spacing[axis])
     )
@@ -336,7 +330,7 @@ def sphere(diameter, *, spacing=1.0, margin_voxels=2) -> Phantom:
     """
     d = _positive_length(diameter, "diameter")
     spacing = as_spacing(spacing)
-    m = _nonnegative_int(margin_voxels, "margin_voxels")
+    m = non_negative_int(margin_voxels, name="margin_voxels")
     shape = tuple(_span_voxels(d, h) + 2 * m for h in spacing)
     z, y, x = _centred_coordinates(shape, spacing)
     mask = z**2 + y**2 + x**2 <= (d / 2) ** 2
@@ -387,7 +381,7 @@ def hollow_sphere(outer_diameter, inner_diameter, *, spacing=1.0, margin_voxels=
     if inner >= outer:
         raise ValueError(f"inner_diameter ({inner}) must be smaller than outer_diameter ({outer})")
     spacing = as_spacing(spacing)
-    m = _nonnegative_int(margin_voxels, "margin_voxels")
+    m = non_negative_int(margin_voxels, name="margin_voxels")
     shape = tuple(_span_voxels(outer, h) + 2 * m for h in spacing)
     z, y, x = _centred_coordinates(shape, spacing)
     rho_sq = z**2 + y**2 + x**2
@@ -446,7 +440,7 @@ def torus(major_radius, tube_diameter, *, axis=0, spacing=1.0, margin_voxels=2) 
         )
     axis = _axis(axis)
     spacing = as_spacing(spacing)
-    m = _nonnegative_int(margin_voxels, "margin_voxels")
+    m = non_negative_int(margin_voxels, name="margin_voxels")
     counts = [_span_voxels(2 * big + d, h) for h in spacing]
     counts[axis] = _span_voxels(d, spacing[axis])
     shape = tuple(c + 2 * m for c in counts)
@@ -506,10 +500,10 @@ def plate_with_holes(
     (-2, 3)
     """
     t = _positive_int(thickness_voxels, "thickness_voxels")
-    k = _nonnegative_int(n_holes, "n_holes")
+    k = non_negative_int(n_holes, name="n_holes")
     axis = _axis(axis)
     spacing = as_spacing(spacing)
-    m = _nonnegative_int(margin_voxels, "margin_voxels")
+    m = non_negative_int(margin_voxels, name="margin_voxels")
     lateral = _lateral_axes(axis)
     if hole_diameter is None:
         d = 6.0 * max(spacing[a] for a in lateral)
@@ -622,7 +616,7 @@ def plate_lattice(
     n = _positive_int(n_plates, "n_plates")
     axis = _axis(axis)
     spacing = as_spacing(spacing)
-    m = 0 if fill else _nonnegative_int(margin_voxels, "margin_voxels")
+    m = 0 if fill else non_negative_int(margin_voxels, name="margin_voxels")
     counts = [0, 0, 0]
     for a in _lateral_axes(axis):
         counts[a] = _lateral_count(size, spacing[a], 16, "size")
@@ -739,7 +733,7 @@ def rod_lattice(
         n_nodes, n_rods = n**3, 3 * n * n * (n + 1)
         n_free_ends = 6 * n * n
     else:
-        m = _nonnegative_int(margin_voxels, "margin_voxels")
+        m = non_negative_int(margin_voxels, name="margin_voxels")
         shape = tuple(_span_voxels(n * p + d, h) + 2 * m for h in spacing)
         coords = tuple(cc + n * p / 2 for cc in _centred_coordinates(shape, spacing))
         nearest = [np.clip(np.round(cc / p), 0, n) * p for cc in coords]

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microarch._shared.validation import non_negative_int
+
 DEMO_SEED = 20240
 DEMO_SHAPE = (40, 136, 120)
 DEMO_SPACING = 0.082
@@ -217,8 +219,7 @@ def write_demo_cohort(directory, *, seed: int = DEMO_SEED, n_subjects: int = 3,
     """
     from microarch.phantoms._simulation import AILoss, simulate_visits
 
-    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    non_negative_int(seed, name="seed")
     if not isinstance(n_subjects, Integral) or isinstance(n_subjects, bool) or n_subjects < 1:
         raise ValueError(f"n_subjects must be a positive integer; got {n_subjects!r}")
     options = dict(simulation_options or {})

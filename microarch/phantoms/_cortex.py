@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
-from microarch._shared.validation import as_mask, as_spacing
+from microarch._shared.validation import as_mask, as_spacing, non_negative_int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -228,8 +228,7 @@ def embed_in_cortex(
         raise ValueError(f"porosity must lie in [0, 1); got {porosity!r}")
     pore_diameter = _positive(pore_diameter, "pore_diameter")
     pore_length = _positive(pore_length, "pore_length")
-    if not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    non_negative_int(seed, name="seed")
 
     depth, inside, perimeter = _depth_below_periosteum(
         (ny, nx), (hy, hx), semi_y, semi_x, band=thickness + 2 * max(hy, hx)

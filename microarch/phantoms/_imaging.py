@@ -18,7 +18,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from microarch._shared.validation import as_mask, as_spacing
+from microarch._shared.validation import as_mask, as_spacing, non_negative_int
 
 #: XtremeCT II calibration seen in a real header (ORMIR-XCT GRAY_JOINT example):
 #: mu = native / mu_scaling [1/cm]; density = slope * mu + intercept [mg HA/cm³].
@@ -230,8 +230,7 @@ def render_scan(
             "upsample > 1 needs a phantom that knows its geometry (TrabecularPhantom, "
             "CorticalPhantom); a voxel mask has nothing below its voxel size"
         )
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    non_negative_int(seed, name="seed")
     calibration = _check_calibration(calibration)
 
     if upsample > 1:

@@ -10,11 +10,11 @@ apart into particles at BV/TV 0.2. The field is periodic, so the volume tiles.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
-from microarch._shared.validation import as_spacing
+from microarch._shared.validation import as_spacing, non_negative_int
 
 
 def random_trabecular(
@@ -66,8 +66,7 @@ def random_trabecular(
 
     shape = _as_shape(shape)
     spacing = as_spacing(spacing)
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    non_negative_int(seed, name="seed")
     if isinstance(bv_tv, bool) or not isinstance(bv_tv, Real) or not 0 < bv_tv < 1:
         raise ValueError(f"bv_tv must lie strictly between 0 and 1; got {bv_tv!r}")
     for value, name in ((correlation_mm, "correlation_mm"), (anisotropy, "anisotropy")):

@@ -50,7 +50,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from microarch._shared.validation import as_spacing, check_choice
+from microarch._shared.validation import as_spacing, check_choice, non_negative_int
 
 ROLES = ("baseline", "on_ai", "post_withdrawal")
 VISITS = ("V1", "V2", "V3")
@@ -1513,8 +1513,7 @@ def simulate_visits(
     h = h[0]
     check_choice(recovery, RECOVERIES, name="recovery")
     _check_fraction(reversal_fraction, "reversal_fraction")
-    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    non_negative_int(seed, name="seed")
     loss = AILoss() if loss is None else loss
     withdrawal = Withdrawal() if withdrawal is None else withdrawal
     if not isinstance(loss, AILoss):

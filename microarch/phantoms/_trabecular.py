@@ -27,7 +27,7 @@ from numbers import Integral
 
 import numpy as np
 
-from microarch._shared.validation import as_spacing, check_choice
+from microarch._shared.validation import as_spacing, check_choice, non_negative_int
 
 _STREAMS = ("seeds", "plate_choice", "plate_thickness", "rod_radius", "rod_removal", "rod_severing")
 _STUB_FRACTION = (0.15, 0.35)  # a severed rod keeps this fraction of its length at each end
@@ -331,8 +331,7 @@ def trabecular_bone(
         rod_radius_cv=rod_radius_cv,
         min_rod_length_mm=min_rod_length_mm,
     )
-    if not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    non_negative_int(seed, name="seed")
     parameters = {
         "shape": shape,
         "spacing": spacing,

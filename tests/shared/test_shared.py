@@ -39,6 +39,17 @@ def test_spacing_and_mask_validation():
         validation.as_roi(np.zeros((2, 2, 2)), (2, 2, 3))
 
 
+@pytest.mark.parametrize("value", [-1, 2.0, True, "3", None])
+def test_counts_must_be_non_negative_integers(value):
+    with pytest.raises(ValueError, match=r"erosion_voxels must be a non-negative integer \(voxels\)"):
+        validation.non_negative_int(value, name="erosion_voxels", unit="voxels")
+
+
+def test_counts_accept_numpy_integers():
+    assert validation.non_negative_int(np.int64(4), name="seed") == 4
+    assert type(validation.non_negative_int(np.uint8(0), name="seed")) is int
+
+
 def test_import_is_light_and_side_effect_free():
     code = ("import sys, microarch, microarch.measure, microarch.io, microarch.segment, "
             "microarch.phantoms, microarch.longitudinal; "
