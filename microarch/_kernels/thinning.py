@@ -301,7 +301,7 @@ def _compact(img, border, born, n):
     return m
 
 
-@njit
+@njit(parallel=True)
 def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, index_type):
     """Thin the padded uint8 image in place (bit 0 = object); return the iteration count.
 
