@@ -346,37 +346,48 @@ def voxel_distance_sq(sites, spacing, edge_sites):
 
 @njit(parallel=True)
 def _voxel_pass(arr, axis, step, edge_sites):
-    """In-place squared-distance pass of ``arr`` along ``axis`` over whole lines."""
-    _, n1, n2 = arr.shape
+    """In-place squared-distance pass of ``arr`` along ``axis`` over whole lines.
+
+    Lines along z or y are gathered ``_BLOCK`` neighbouring x columns at a time, so that
+    every read and write touches whole cache lines instead of one value per line.
+    """
+    n0, n1, n2 = arr.shape
     n = arr.shape[axis]
-    lines = arr.size // n
-    for line in prange(lines):
-        # lines run over the two other axes: (1, 2) for axis 0, (0, 2) for 1, (0, 1) for 2
-        if axis == 2:
-            a, b = line // n1, line % n1
-        else:
-            a, b = line // n2, line % n2
-        f = np.empty(n, np.float64)
+    width_total = n2 if axis != 2 else 1
+    n_blocks = (width_total + _BLOCK - 1) // _BLOCK
+    outer = n1 if axis == 0 else n0
+    lines = n0 * n1 if axis == 2 else outer * n_blocks
+    for task in prange(lines):
+        f = np.empty((_BLOCK, n), np.float64)
         out = np.empty(n, np.float64)
         pos = np.empty(n + 3, np.float64)
         val = np.empty(n + 3, np.float64)
         v = np.empty(n + 3, np.int64)
         z = np.empty(n + 4, np.float64)
-        for q in range(n):
-            if axis == 0:
-                f[q] = arr[q, a, b]
-            elif axis == 1:
-                f[q] = arr[a, q, b]
-            else:
-                f[q] = arr[a, b, q]
-        _envelope(f, n, step, edge_sites, edge_sites, out, pos, val, v, z)
-        for q in range(n):
-            if axis == 0:
-                arr[q, a, b] = out[q]
-            elif axis == 1:
-                arr[a, q, b] = out[q]
-            else:
+        if axis == 2:
+            a, b = task // n1, task % n1
+            for q in range(n):
+                f[0, q] = arr[a, b, q]
+            _envelope(f[0], n, step, edge_sites, edge_sites, out, pos, val, v, z)
+            for q in range(n):
                 arr[a, b, q] = out[q]
+            continue
+        o, blk = task // n_blocks, task % n_blocks
+        c0 = blk * _BLOCK
+        width = min(_BLOCK, n2 - c0)
+        for q in range(n):
+            for c in range(width):
+                f[c, q] = arr[q, o, c0 + c] if axis == 0 else arr[o, q, c0 + c]
+        for c in range(width):
+            _envelope(f[c], n, step, edge_sites, edge_sites, out, pos, val, v, z)
+            for q in range(n):
+                f[c, q] = out[q]
+        for q in range(n):
+            for c in range(width):
+                if axis == 0:
+                    arr[q, o, c0 + c] = f[c, q]
+                else:
+                    arr[o, q, c0 + c] = f[c, q]
 
 
 # ---------------------------------------------------------------------------------------
