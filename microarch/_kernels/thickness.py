@@ -358,7 +358,7 @@ def _voxel_pass(arr, axis, step, edge_sites):
     outer = n1 if axis == 0 else n0
     lines = n0 * n1 if axis == 2 else outer * n_blocks
     for task in prange(lines):
-        f = np.empty((_BLOCK, n), np.float64)
+        f = np.empty((1 if axis == 2 else _BLOCK, n), np.float64)
         out = np.empty(n, np.float64)
         pos = np.empty(n + 3, np.float64)
         val = np.empty(n + 3, np.float64)
@@ -407,9 +407,9 @@ def paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks):
 
     The volume is cut into z-chunks painted in parallel. Every chunk keeps, per 4x4x4
     tile, a 64-bit mask of its voxels still unpainted, and per block of 4x4x4 tiles the
-    number of tiles not yet finished. Most balls come after their neighbourhood is
-    finished (on trabecular marrow, 6 in 7 paint nothing), so they cost one test per
-    block instead of one per tile or per voxel.
+    number of tiles not yet finished. Most balls paint nothing (6 in 7 on trabecular
+    marrow), so a ball skips finished blocks and tiles, and the tiles its sphere misses,
+    before it looks at any voxel.
     """
     nz, ny, nx = targets.shape
     out = np.zeros((nz, ny, nx), np.float32)

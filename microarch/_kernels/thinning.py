@@ -412,23 +412,27 @@ def prune_corners(img, strides):
     """
     sz, sy = strides[0], strides[1]
     offsets = offsets26(strides)
-    count = 0
+    # the object voxels grouped by subfield, each group in raster order
+    starts = np.zeros(9, np.int64)
     for p in range(img.size):
         if img[p] & OBJECT:
-            count += 1
-    points = np.empty(count, np.int64)
-    count = 0
+            starts[_subfield(p, sz, sy) + 1] += 1
+    for s in range(8):
+        starts[s + 1] += starts[s]
+    points = np.empty(starts[8], np.int64)
+    fill = starts[:8].copy()
     for p in range(img.size):
         if img[p] & OBJECT:
-            points[count] = p
-            count += 1
+            s = _subfield(p, sz, sy)
+            points[fill[s]] = p
+            fill[s] += 1
     total = 0
     while True:
         removed = 0
         for s in range(8):
-            for i in range(points.size):
+            for i in range(starts[s], starts[s + 1]):
                 p = points[i]
-                if not img[p] & OBJECT or _subfield(p, sz, sy) != s:
+                if not img[p] & OBJECT:
                     continue
                 code = neighbourhood_code(img, p, offsets)
                 if popcount(code & ~CENTRE) < 2 or not is_simple(code):
