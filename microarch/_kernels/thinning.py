@@ -222,14 +222,13 @@ def _initial_border(img, offsets, index_type):
 
 
 @njit
-def _anchor_isthmuses(img, border, born, n, offsets, step, persistence, ratio, curves,
-                      surfaces):
+def _anchor_isthmuses(img, border, born, n, isthmus, step, persistence, ratio):
     """Track how long border voxels have been isthmuses; anchor those that persisted.
 
     ``born[i]`` is the peel at which voxel ``border[i]`` last became an isthmus (-1: it
-    is not one). Only voxels whose neighbourhood changed (DIRTY) are re-examined.
+    is not one). Only voxels whose neighbourhood changed (DIRTY) are re-examined;
+    ``isthmus`` holds their state from :func:`_examine_isthmuses`.
     """
-    isthmus = _examine_isthmuses(img, border, n, offsets, curves, surfaces)
     for i in range(n):
         p = border[i]
         flags = img[p]
@@ -343,8 +342,10 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
     while iteration < max_iterations:
         removed = 0
         for d in range(6):
-            _anchor_isthmuses(img, border, born, n, offsets, peel, persistence, ratio,
-                              curves, surfaces)
+            # parallel passes are called from here, a parallel kernel: called from a
+            # serial one, numba runs them on one thread
+            isthmus = _examine_isthmuses(img, border, n, offsets, curves, surfaces)
+            _anchor_isthmuses(img, border, born, n, isthmus, peel, persistence, ratio)
             n = _compact(img, border, born, n)
             step = directions[d]
             # candidates of this direction, bucketed by subfield
