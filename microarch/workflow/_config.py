@@ -39,6 +39,23 @@ def _fill_defaults(value, schema):
     return result
 
 
+def _integers_as_int(value, schema):
+    """Copy of ``value`` with every whole number the schema types as integer made an int.
+
+    JSON Schema counts ``1.0`` as an integer, so a YAML ``1.0`` passes validation; the
+    library's counts (``erosion_voxels``, seeds, iterations) accept ints only.
+    """
+    if not isinstance(schema, dict):
+        return value
+    if schema.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if schema.get("type") == "object" and isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {name: _integers_as_int(item, properties.get(name))
+                for name, item in value.items()}
+    return value
+
+
 def validate_config(config, *, schema=None, source="configuration"):
     """Validate a configuration mapping; return a copy with every default filled in.
 
@@ -89,7 +106,7 @@ def validate_config(config, *, schema=None, source="configuration"):
         problems.append(f"{where}: {error.message}")
     if problems:
         raise ConfigError(source, problems)
-    return filled
+    return _integers_as_int(filled, schema)
 
 
 def load_config(path=None, *, overrides=None, schema=None):

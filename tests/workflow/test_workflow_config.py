@@ -63,6 +63,15 @@ def test_every_problem_is_listed():
     assert any(p.startswith("longitudinal.lsc.Conn.D:") for p in problems)
 
 
+def test_whole_numbers_for_integer_settings_become_ints():
+    # YAML "1.0" passes JSON Schema's integer type; the library takes ints only
+    config = validate_config({"longitudinal": {"erosion_voxels": 2.0}})
+    assert config["longitudinal"]["erosion_voxels"] == 2
+    assert type(config["longitudinal"]["erosion_voxels"]) is int
+    with pytest.raises(ConfigError, match="erosion_voxels"):
+        validate_config({"longitudinal": {"erosion_voxels": 1.5}})
+
+
 def test_load_config_merges_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("measure:\n  smi: false\nqc:\n  n_slices: 3\n", encoding="utf-8")
