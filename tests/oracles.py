@@ -155,3 +155,54 @@ def euler_by_cells(mask, roi=None):
             weight = inside / len(incident)
         total += (-1) ** dim * weight
     return total
+
+
+def connection_presence(graph, bones, region, tolerance):
+    """The connection tracker's presence test, one connection at a time.
+
+    For each connection of element e between junctions a and b: label the 26-connected
+    components of ``bone & tube`` in the box around the element's cells and the two end
+    regions, where the tube is every voxel owned by e or by one of e's junctions; the
+    connection is present when one component touches both end regions. The end region
+    of a junction is its voxels grown by a cube of ``ceil(tolerance)`` voxels.
+    """
+    import math
+
+    from scipy import ndimage as ndi
+
+    from microarch.longitudinal._connections import _cells, _cube_offsets
+
+    table = graph.connections
+    present = np.zeros((len(bones), graph.n_connections), bool)
+    if graph.n_connections == 0:
+        return present
+    shape = np.asarray(graph.shape)
+    owner, origin = _cells(graph, region, tolerance * float(np.max(graph.spacing)))
+    offsets = _cube_offsets(math.ceil(tolerance))
+
+    def end_region(j):
+        grown = (graph._junction_voxels[j][:, None, :] + offsets[None]).reshape(-1, 3)
+        grown = grown[np.all((grown >= 0) & (grown < shape), axis=1)]
+        return np.unique(grown, axis=0) - origin
+
+    for r in range(graph.n_connections):
+        e = int(table["element"][r])
+        own = {int(table["junction_a"][s]) for s in np.flatnonzero(table["element"] == e)}
+        own |= {int(table["junction_b"][s]) for s in np.flatnonzero(table["element"] == e)}
+        tube = np.isin(owner, [-e, *own])
+        cells = np.argwhere(tube)
+        ends = {j: end_region(j) for j in own}
+        points = np.concatenate([cells, *ends.values()])
+        lo = np.maximum(points.min(axis=0), 0)
+        hi = np.minimum(points.max(axis=0) + 1, owner.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        grid = tuple(slice(a + o, b + o) for a, b, o in zip(lo, hi, origin))
+        for k, bone in enumerate(bones):
+            labels, _ = ndi.label(bone[grid] & tube[box], np.ones((3, 3, 3), bool))
+            touched = []
+            for j in (int(table["junction_a"][r]), int(table["junction_b"][r])):
+                p = ends[j] - lo
+                p = p[np.all((p >= 0) & (p < hi - lo), axis=1)]
+                touched.append(set(labels[tuple(p.T)].tolist()) - {0})
+            present[k, r] = bool(touched[0] & touched[1])
+    return present

@@ -611,6 +611,8 @@ def _presence(graph, bones, region, tolerance):
     """(n_visits, n_connections) bool: does each visit's bone link each connection?"""
     from scipy import ndimage as ndi
 
+    from microarch._kernels.tracking import presence
+
     n = graph.n_connections
     present = np.zeros((len(bones), n), bool)
     if n == 0:
@@ -618,59 +620,69 @@ def _presence(graph, bones, region, tolerance):
     shape = np.asarray(graph.shape)
     spacing = np.asarray(graph.spacing)
     owner, origin = _cells(graph, region, tolerance * float(spacing.max()))
-    # boxes of the cells: elements (owner < 0) and junctions (owner > 0) apart
-    element_boxes = ndi.find_objects(np.where(owner < 0, -owner, 0))
-    junction_boxes = ndi.find_objects(np.where(owner > 0, owner, 0))
+    n_ids = max(int(owner.max()), max(graph._junction_voxels, default=0)) + 1
+    junction_lo, junction_hi = _boxes(ndi.find_objects(np.where(owner > 0, owner, 0)),
+                                      n_ids)
+    # end region of each junction: its site voxels grown by the tolerance (a cube), on
+    # the owner grid; the junction's box takes it in
     offsets = _cube_offsets(math.ceil(tolerance))
-    # end region of each junction: its site voxels grown by the tolerance (on the grid)
-    ends = {}
-    for j, v in graph._junction_voxels.items():
+    end_ptr = np.zeros(n_ids + 1, np.int64)
+    ends = []
+    for j in sorted(graph._junction_voxels):
+        v = graph._junction_voxels[j]
         grown = (v[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
         grown = grown[np.all((grown >= 0) & (grown < shape), axis=1)]
         flat = np.unique(np.ravel_multi_index(tuple(grown.T), tuple(shape)))
-        ends[j] = np.stack(np.unravel_index(flat, tuple(shape)), axis=1)
-    structure = np.ones((3, 3, 3), bool)
+        points = np.stack(np.unravel_index(flat, tuple(shape)), axis=1) - origin
+        ends.append(points)
+        end_ptr[j + 1] = points.shape[0]
+        junction_lo[j] = np.minimum(junction_lo[j], points.min(axis=0))
+        junction_hi[j] = np.maximum(junction_hi[j], points.max(axis=0) + 1)
+    end_ptr = np.cumsum(end_ptr)
+    ends = np.ascontiguousarray(np.concatenate(ends), dtype=np.int64)
+
+    # per element: its connections, its junctions and the box holding their cells
     table = graph.connections
-    element = table["element"]
-    order = np.argsort(element, kind="stable")
-    starts = np.flatnonzero(np.r_[True, element[order][1:] != element[order][:-1]])
-    stops = np.r_[starts[1:], n]
-    for start, stop in zip(starts, stops):
-        rows = order[start:stop]
-        e = int(element[rows[0]])
-        junction_ids = sorted({int(j) for r in rows
-                               for j in (table["junction_a"][r], table["junction_b"][r])})
-        boxes = [junction_boxes[j - 1] if j <= len(junction_boxes) else None
-                 for j in junction_ids]
-        boxes.append(element_boxes[e - 1] if e <= len(element_boxes) else None)
-        boxes = [b for b in boxes if b is not None]
-        points = [ends[j] - origin for j in junction_ids]
-        lo = np.min([p.min(axis=0) for p in points] + [[b.start for b in box]
-                                                       for box in boxes], axis=0)
-        hi = np.max([p.max(axis=0) + 1 for p in points] + [[b.stop for b in box]
-                                                           for box in boxes], axis=0)
-        lo, hi = np.maximum(lo, 0), np.minimum(hi, owner.shape)
-        local = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        grid = tuple(slice(int(a + o), int(b + o)) for a, b, o in zip(lo, hi, origin))
-        cell = owner[local]
-        # one pass over the box: a plate can touch hundreds of junctions
-        tube = np.isin(cell, np.array([-e] + junction_ids, cell.dtype))
-        local_ends = {}
-        for j, p in zip(junction_ids, points):
-            p = p - lo
-            local_ends[j] = p[np.all((p >= 0) & (p < hi - lo), axis=1)]
-        for k, bone in enumerate(bones):
-            components, count = ndi.label(bone[grid] & tube, structure)
-            if count == 0:
-                continue
-            touching = {}
-            for j, v in local_ends.items():
-                touching[j] = set(components[v[:, 0], v[:, 1], v[:, 2]].tolist())
-                touching[j].discard(0)
-            for r in rows:
-                present[k, r] = bool(touching[int(table["junction_a"][r])]
-                                     & touching[int(table["junction_b"][r])])
+    element = table["element"].astype(np.int64)
+    junction_a = table["junction_a"].astype(np.int64)
+    junction_b = table["junction_b"].astype(np.int64)
+    rows = np.argsort(element, kind="stable")
+    starts = np.flatnonzero(np.r_[True, element[rows][1:] != element[rows][:-1]])
+    row_ptr = np.r_[starts, n].astype(np.int64)
+    elements = element[rows[starts]]
+    pairs = np.unique(np.stack([np.r_[element, element], np.r_[junction_a, junction_b]],
+                               axis=1), axis=0)
+    junction_ptr = np.r_[0, np.cumsum(np.bincount(np.searchsorted(elements, pairs[:, 0]),
+                                                  minlength=elements.size))]
+    junctions = np.ascontiguousarray(pairs[:, 1])
+    element_lo, element_hi = _boxes(ndi.find_objects(np.where(owner < 0, -owner, 0)),
+                                    int(elements.max()) + 1)
+    lo = np.minimum(element_lo[elements],
+                    np.minimum.reduceat(junction_lo[junctions], junction_ptr[:-1]))
+    hi = np.maximum(element_hi[elements],
+                    np.maximum.reduceat(junction_hi[junctions], junction_ptr[:-1]))
+    boxes = np.concatenate([np.maximum(lo, 0), np.minimum(hi, owner.shape)], axis=1)
+
+    seen = np.zeros(owner.shape, np.int32)  # component stamps, never cleared
+    base = 0
+    for k, bone in enumerate(bones):
+        base = presence(owner, np.ascontiguousarray(bone), origin.astype(np.int64),
+                        np.ascontiguousarray(boxes, dtype=np.int64), elements,
+                        junction_ptr.astype(np.int64), junctions, row_ptr, rows,
+                        junction_a, junction_b, end_ptr, ends, present[k], seen, base)
     return present
+
+
+def _boxes(objects, size):
+    """(lo, hi) arrays indexed by label from ``ndimage.find_objects``; empty labels
+    get an inverted box that any min/max with a real one replaces."""
+    lo = np.full((size, 3), np.iinfo(np.int64).max, np.int64)
+    hi = np.full((size, 3), np.iinfo(np.int64).min, np.int64)
+    for label, box in enumerate(objects[:size - 1], start=1):
+        if box is not None:
+            lo[label] = [s.start for s in box]
+            hi[label] = [s.stop for s in box]
+    return lo, hi
 
 
 def _memory_rows(order, roles, baseline, presence, volume, kinds):

@@ -417,6 +417,28 @@ def test_severed_and_restored_rods_are_counted_after_registration(subject):
     assert visits.loc["V4", "lost"] <= 0.05 * n_severed
 
 
+@pytest.mark.parametrize("tolerance", [0, 1, 1.5])
+def test_presence_equals_the_one_connection_at_a_time_oracle(tolerance):
+    from oracles import connection_presence
+
+    from microarch.longitudinal._connections import _presence
+
+    phantom = trabecular_bone((48, 48, 48), seed=3)
+    table = phantom.elements
+    rods = table["id"][(table["kind"] == "rod") & (table["n_voxels"] > 0)]
+    removed = np.random.default_rng(3).choice(rods, size=rods.size // 3, replace=False)
+    base = phantom.mask
+    bones = [base, phantom.without(removed).mask, np.roll(base, 1, axis=2),
+             phantom.without(removed[: removed.size // 2]).mask]
+    region = np.zeros(base.shape, bool)
+    region[6:-6, 6:-6, 6:-6] = True
+    graph = connection_graph(base, spacing=phantom.spacing, region=region)
+    assert graph.n_connections > 20
+    got = _presence(graph, bones, region, tolerance)
+    np.testing.assert_array_equal(got, connection_presence(graph, bones, region, tolerance))
+    assert got[0].all() and not got[1].all()
+
+
 @pytest.fixture(scope="module")
 def random_loss():
     """The default phantom, 40 % of its rods removed at random (rods merged into plates,
