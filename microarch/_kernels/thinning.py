@@ -335,7 +335,6 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
     candidates = np.empty(total, index_type.dtype)
     bucket = np.empty(total, index_type.dtype)
     deleted = np.zeros(total, np.uint8)
-    counts = np.zeros(9, np.int64)
 
     iteration = 0
     peel = 0
@@ -348,25 +347,17 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
             _anchor_isthmuses(img, border, born, n, isthmus, peel, persistence, ratio)
             n = _compact(img, border, born, n)
             step = directions[d]
-            # candidates of this direction, bucketed by subfield
-            counts[:] = 0
+            # candidates of this direction, grouped by subfield
             m = 0
             for i in range(n):
                 p = border[i]
                 if not img[p + step] & OBJECT:
                     bucket[m] = p
                     m += 1
-                    counts[_subfield(p, sz, sy) + 1] += 1
-            for s in range(8):
-                counts[s + 1] += counts[s]
-            fill = counts[:8].copy()
-            for i in range(m):
-                s = _subfield(bucket[i], sz, sy)
-                candidates[fill[s]] = bucket[i]
-                fill[s] += 1
+            starts = _group_by_subfield(bucket, m, sz, sy, candidates)
             deleted[:m] = 0
             for s in range(8):
-                _delete_simple(img, candidates, counts[s], counts[s + 1], deleted,
+                _delete_simple(img, candidates, starts[s], starts[s + 1], deleted,
                                offsets, step, surfaces)
             for i in range(m):
                 if deleted[i]:
@@ -388,6 +379,23 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
         if removed == 0:
             break
     return iteration
+
+
+@njit
+def _group_by_subfield(points, n, sz, sy, out):
+    """Write ``points[:n]`` to ``out[:n]`` grouped by subfield, keeping their order within
+    a group; return the 9 group boundaries (group ``s`` is ``out[starts[s]:starts[s + 1]]``)."""
+    starts = np.zeros(9, np.int64)
+    for i in range(n):
+        starts[_subfield(points[i], sz, sy) + 1] += 1
+    for s in range(8):
+        starts[s + 1] += starts[s]
+    fill = starts[:8].copy()
+    for i in range(n):
+        s = _subfield(points[i], sz, sy)
+        out[fill[s]] = points[i]
+        fill[s] += 1
+    return starts
 
 
 @njit(inline="always")
@@ -414,19 +422,9 @@ def prune_corners(img, strides):
     sz, sy = strides[0], strides[1]
     offsets = offsets26(strides)
     # the object voxels grouped by subfield, each group in raster order
-    starts = np.zeros(9, np.int64)
-    for p in range(img.size):
-        if img[p] & OBJECT:
-            starts[_subfield(p, sz, sy) + 1] += 1
-    for s in range(8):
-        starts[s + 1] += starts[s]
-    points = np.empty(starts[8], np.int64)
-    fill = starts[:8].copy()
-    for p in range(img.size):
-        if img[p] & OBJECT:
-            s = _subfield(p, sz, sy)
-            points[fill[s]] = p
-            fill[s] += 1
+    raster = np.flatnonzero(img & OBJECT)
+    points = np.empty(raster.size, np.int64)
+    starts = _group_by_subfield(raster, raster.size, sz, sy, points)
     total = 0
     while True:
         removed = 0
