@@ -661,15 +661,18 @@ def _presence(graph, bones, region, tolerance):
                     np.minimum.reduceat(junction_lo[junctions], junction_ptr[:-1]))
     hi = np.maximum(element_hi[elements],
                     np.maximum.reduceat(junction_hi[junctions], junction_ptr[:-1]))
-    boxes = np.concatenate([np.maximum(lo, 0), np.minimum(hi, owner.shape)], axis=1)
+    boxes = np.ascontiguousarray(
+        np.concatenate([np.maximum(lo, 0), np.minimum(hi, owner.shape)], axis=1),
+        dtype=np.int64)
+    origin = origin.astype(np.int64)
+    junction_ptr = junction_ptr.astype(np.int64)
 
     seen = np.zeros(owner.shape, np.int32)  # component stamps, never cleared
     base = 0
     for k, bone in enumerate(bones):
-        base = presence(owner, np.ascontiguousarray(bone), origin.astype(np.int64),
-                        np.ascontiguousarray(boxes, dtype=np.int64), elements,
-                        junction_ptr.astype(np.int64), junctions, row_ptr, rows,
-                        junction_a, junction_b, end_ptr, ends, present[k], seen, base)
+        base = presence(owner, np.ascontiguousarray(bone), origin, boxes, elements,
+                        junction_ptr, junctions, row_ptr, rows, junction_a, junction_b,
+                        end_ptr, ends, present[k], seen, base)
     return present
 
 

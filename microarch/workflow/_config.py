@@ -26,9 +26,17 @@ def _load_yaml(path):
 
 
 def _fill_defaults(value, schema):
-    """Copy of ``value`` with the schema's defaults filled in, recursively (objects only)."""
-    if not isinstance(schema, dict) or schema.get("type") != "object" or not isinstance(value,
-                                                                                        dict):
+    """Copy of ``value`` with the schema's defaults filled in, recursively (objects only).
+
+    Whole numbers where the schema wants an integer become ints on the way: JSON Schema
+    counts ``1.0`` as an integer, so a YAML ``1.0`` passes validation, but the library's
+    counts (``erosion_voxels``, seeds, iterations) accept ints only.
+    """
+    if not isinstance(schema, dict):
+        return value
+    if schema.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if schema.get("type") != "object" or not isinstance(value, dict):
         return value
     result = dict(value)
     for name, sub in schema.get("properties", {}).items():
@@ -37,23 +45,6 @@ def _fill_defaults(value, schema):
         if name in result:
             result[name] = _fill_defaults(result[name], sub)
     return result
-
-
-def _integers_as_int(value, schema):
-    """Copy of ``value`` with every whole number the schema types as integer made an int.
-
-    JSON Schema counts ``1.0`` as an integer, so a YAML ``1.0`` passes validation; the
-    library's counts (``erosion_voxels``, seeds, iterations) accept ints only.
-    """
-    if not isinstance(schema, dict):
-        return value
-    if schema.get("type") == "integer" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if schema.get("type") == "object" and isinstance(value, dict):
-        properties = schema.get("properties", {})
-        return {name: _integers_as_int(item, properties.get(name))
-                for name, item in value.items()}
-    return value
 
 
 def validate_config(config, *, schema=None, source="configuration"):
@@ -106,7 +97,7 @@ def validate_config(config, *, schema=None, source="configuration"):
         problems.append(f"{where}: {error.message}")
     if problems:
         raise ConfigError(source, problems)
-    return _integers_as_int(filled, schema)
+    return filled
 
 
 def load_config(path=None, *, overrides=None, schema=None):
