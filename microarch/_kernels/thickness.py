@@ -339,55 +339,31 @@ def voxel_distance_sq(sites, spacing, edge_sites):
     """Squared distance (mm²) from every voxel centre to the nearest ``sites`` voxel."""
     out = np.empty(sites.shape, np.float32)
     _init_sites(sites, out)
-    for axis in (2, 1, 0):
-        _voxel_pass(out, axis, spacing[axis], edge_sites[axis])
+    _row_pass(out, spacing[2], edge_sites[2])
+    for axis in (1, 0):
+        # a reach longer than the line: every line is one whole-line envelope
+        reach = (out.shape[axis] + 1) * spacing[axis]
+        _pass_axis(out, axis, spacing[axis], edge_sites[axis], reach)
     return out
 
 
 @njit(parallel=True)
-def _voxel_pass(arr, axis, step, edge_sites):
-    """In-place squared-distance pass of ``arr`` along ``axis`` over whole lines.
-
-    Lines along z or y are gathered ``_BLOCK`` neighbouring x columns at a time, so that
-    every read and write touches whole cache lines instead of one value per line.
-    """
-    n0, n1, n2 = arr.shape
-    n = arr.shape[axis]
-    width_total = n2 if axis != 2 else 1
-    n_blocks = (width_total + _BLOCK - 1) // _BLOCK
-    outer = n1 if axis == 0 else n0
-    lines = n0 * n1 if axis == 2 else outer * n_blocks
-    for task in prange(lines):
-        f = np.empty((1 if axis == 2 else _BLOCK, n), np.float64)
+def _row_pass(arr, step, edge_sites):
+    """In-place squared-distance pass of ``arr`` along x (axis 2) over whole rows."""
+    n0, n1, n = arr.shape
+    for row in prange(n0 * n1):
+        a, b = row // n1, row % n1
+        f = np.empty(n, np.float64)
         out = np.empty(n, np.float64)
         pos = np.empty(n + 3, np.float64)
         val = np.empty(n + 3, np.float64)
         v = np.empty(n + 3, np.int64)
         z = np.empty(n + 4, np.float64)
-        if axis == 2:
-            a, b = task // n1, task % n1
-            for q in range(n):
-                f[0, q] = arr[a, b, q]
-            _envelope(f[0], n, step, edge_sites, edge_sites, out, pos, val, v, z)
-            for q in range(n):
-                arr[a, b, q] = out[q]
-            continue
-        o, blk = task // n_blocks, task % n_blocks
-        c0 = blk * _BLOCK
-        width = min(_BLOCK, n2 - c0)
         for q in range(n):
-            for c in range(width):
-                f[c, q] = arr[q, o, c0 + c] if axis == 0 else arr[o, q, c0 + c]
-        for c in range(width):
-            _envelope(f[c], n, step, edge_sites, edge_sites, out, pos, val, v, z)
-            for q in range(n):
-                f[c, q] = out[q]
+            f[q] = arr[a, b, q]
+        _envelope(f, n, step, edge_sites, edge_sites, out, pos, val, v, z)
         for q in range(n):
-            for c in range(width):
-                if axis == 0:
-                    arr[q, o, c0 + c] = f[c, q]
-                else:
-                    arr[o, q, c0 + c] = f[c, q]
+            arr[a, b, q] = out[q]
 
 
 # ---------------------------------------------------------------------------------------
