@@ -646,3 +646,59 @@ def _covers(other, r2, later, needed):
     if other < r2 or other == np.inf or (other == r2 and later > 0):
         return False  # an unbounded ball is never painted, so it cannot stand in
     return other * (1.0 - 2.0 * TIE) > needed
+
+
+# ---------------------------------------------------------------------------------------
+# statistics of a map over a selection, without copying the selected values
+# ---------------------------------------------------------------------------------------
+
+_STAT_CHUNKS = 64  # fixed, so that the partial sums (and the result) do not depend on threads
+
+
+@njit(parallel=True)
+def masked_moments(values, where):
+    """(n, mean, sum of squared deviations, max, n NaN) of the numbers in ``values[where]``.
+
+    ``values`` and ``where`` are 1-D; NaNs are counted apart and left out of the rest.
+
+    Two passes (mean, then deviations) over a fixed split of the array; the partial sums
+    are added in chunk order, so the result is the same for any number of threads.
+    """
+    size = values.size
+    step = (size + _STAT_CHUNKS - 1) // _STAT_CHUNKS
+    counts = np.zeros(_STAT_CHUNKS, np.int64)
+    sums = np.zeros(_STAT_CHUNKS)
+    highs = np.full(_STAT_CHUNKS, -np.inf)
+    nans = np.zeros(_STAT_CHUNKS, np.int64)
+    for c in prange(_STAT_CHUNKS):
+        for k in range(c * step, min(size, (c + 1) * step)):
+            if where[k]:
+                v = np.float64(values[k])
+                if v != v:
+                    nans[c] += 1
+                    continue
+                counts[c] += 1
+                sums[c] += v
+                if v > highs[c]:
+                    highs[c] = v
+    n = 0
+    total = 0.0
+    high = -np.inf
+    n_nan = 0
+    for c in range(_STAT_CHUNKS):
+        n += counts[c]
+        total += sums[c]
+        high = max(high, highs[c])
+        n_nan += nans[c]
+    mean = total / n if n > 0 else np.nan
+    squares = np.zeros(_STAT_CHUNKS)
+    for c in prange(_STAT_CHUNKS):
+        for k in range(c * step, min(size, (c + 1) * step)):
+            if where[k]:
+                d = np.float64(values[k]) - mean
+                if d == d:
+                    squares[c] += d * d
+    deviation = 0.0
+    for c in range(_STAT_CHUNKS):
+        deviation += squares[c]
+    return n, mean, deviation, high, n_nan

@@ -70,7 +70,7 @@ def mid_axis_spacing(mask, *, spacing, edge="continue", skeleton=None, region=No
     if region is not None:
         sites = skeleton | ~as_roi(region, mask.shape, name="region")
     targets = ~sites if where is None else as_roi(where, mask.shape, name="where") & ~sites
-    radius2 = _ball_radius_sq(~sites, spacing, convention="continuous", edge=edge,
+    radius2 = _ball_radius_sq(None, spacing, convention="continuous", edge=edge,
                               sites=sites, targets=targets)
     spacing_map = np.sqrt(radius2, out=radius2)
     spacing_map *= 2.0

@@ -56,6 +56,8 @@ EDGES = ("continue", "background")
 _SLAB_BYTES_PER_VOXEL = 4
 # Balls are tested for containment in the balls of neighbours this many steps away.
 _NEIGHBOUR_RADIUS = 1
+# Room left for the ridge keys of the blocks still to come, over a linear extrapolation.
+_KEY_HEADROOM = 1.1
 _SHELL_LUT_SIZE = 1 << 16
 # Containment tables list at most this many voxel offsets per parity class; larger
 # balls are simply kept (exact, only slower).
@@ -124,10 +126,10 @@ def local_thickness(mask, *, spacing, convention="continuous", edge="continue"):
 def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None, targets=None):
     """Squared radius (mm²) of the largest covering ball at each target voxel.
 
-    ``phase`` is the structure. With ``sites`` given, the outside is the set of site
-    voxel centres (the mid-axes for Tb.N) instead of the phase's complement. ``targets``
-    (default ``phase``) are the voxels whose value is wanted, e.g. only those inside a
-    volume of interest; the others come out 0 and cost nothing to paint.
+    ``phase`` is the structure. With ``sites`` given, ``phase`` is None: the outside is
+    the set of site voxel centres (the mid-axes for Tb.N), the structure everything else.
+    ``targets`` (default the structure) are the voxels whose value is wanted, e.g. only
+    those inside a volume of interest; the others come out 0 and cost nothing to paint.
     Returns None when nothing is outside (unbounded thickness).
     """
     from microarch._kernels import thickness as kernels
@@ -142,7 +144,7 @@ def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None, targets=Non
     if not outside_voxels.any() and edge == "continue":
         return None
 
-    nz, ny, nx = phase.shape
+    nz, ny, nx = field.shape
     nj2, ni2 = 2 * ny - 1, 2 * nx - 1
     hz, hy, hx = spacing
     cube_overlap = convention == "continuous"
@@ -156,7 +158,7 @@ def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None, targets=Non
     tables = _containment_tables(spacing, reach, scale=scale, cube_overlap=cube_overlap,
                                  offsets=offsets) + (offsets,)
     if (2 * nz - 1) * nj2 * ni2 > 2**32:
-        raise ValueError(f"volume of shape {phase.shape} is too large (over 2**30 voxels)")
+        raise ValueError(f"volume of shape {field.shape} is too large (over 2**30 voxels)")
     if convention == "bonej":
         keys = kernels.ridge_centres_discrete(voxel_d2, 0, 0, nx, 2, nj2, ni2, False, *tables)
         del voxel_d2
@@ -165,7 +167,8 @@ def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None, targets=Non
         keys = _doubled_ridge(field, mode, spacing, edge_sites, reach, tables)  # cube overlap
     keys.sort()  # by squared radius, in place
     n_chunks = max(1, 4 * _numba_threads())
-    targets = phase if targets is None else targets
+    if targets is None:
+        targets = phase if sites is None else ~sites
     return kernels.paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)
 
 
@@ -182,16 +185,26 @@ def _doubled_ridge(field, mode, spacing, edge_sites, reach, tables):
     column_bytes = 4 * (2 * nz - 1) * nj2
     margin = _NEIGHBOUR_RADIUS
     width = max(_SLAB_BYTES_PER_VOXEL * field.size // column_bytes - 2 * margin, 8)
-    blocks = []
+    # The keys go straight into one buffer sized from the blocks seen so far (the keys
+    # can take 6 bytes per voxel; collecting blocks and concatenating them would double it).
+    keys = np.empty(0, np.uint64)
+    n_keys = 0
     for i_lo in range(0, ni2, width):
         i_hi = min(i_lo + width, ni2)
         lo, hi = max(0, i_lo - margin), min(ni2, i_hi + margin)
         d2 = kernels.doubled_distance_sq(field, mode, spacing, edge_sites, lo, hi, reach)
-        blocks.append(kernels.ridge_centres_discrete(
-            d2, lo, i_lo - lo, i_hi - lo, 1, nj2, ni2, True, *tables
-        ))
+        block = kernels.ridge_centres_discrete(d2, lo, i_lo - lo, i_hi - lo, 1, nj2, ni2, True,
+                                               *tables)
         del d2
-    return np.concatenate(blocks)
+        if n_keys + block.size > keys.size:
+            expected = (n_keys + block.size) * ni2 / i_hi * _KEY_HEADROOM
+            grown = np.empty(max(int(expected), n_keys + block.size), np.uint64)
+            grown[:n_keys] = keys[:n_keys]
+            keys = grown
+        keys[n_keys:n_keys + block.size] = block
+        n_keys += block.size
+        del block
+    return keys[:n_keys]
 
 
 def _neighbour_offsets(radius):
@@ -312,11 +325,15 @@ def thickness_statistics(thickness, *, where=None, ddof=1):
     >>> thickness_statistics(np.array([0.0, 0.2, 0.4]))["mean"]
     0.30000000000000004
     """
+    from microarch._kernels.thickness import masked_moments
+
     thickness = np.asarray(thickness)
     where = thickness > 0 if where is None else np.asarray(where, bool)
-    values = thickness[where].astype(np.float64)
-    n = int(values.size)
-    if n == 0:
-        return {"mean": math.nan, "sd": math.nan, "max": math.nan, "n": 0}
-    sd = float(values.std(ddof=ddof)) if n > ddof else math.nan
-    return {"mean": float(values.mean()), "sd": sd, "max": float(values.max()), "n": n}
+    if where.shape != thickness.shape:
+        raise ValueError(f"where has shape {where.shape}; the map has {thickness.shape}")
+    # summed in place: a copy of the selected values would cost 8 bytes per voxel
+    n, mean, squares, high, n_nan = masked_moments(thickness.ravel(), where.ravel())
+    if n == 0 or n_nan:  # a NaN makes every statistic NaN, as in numpy
+        return {"mean": math.nan, "sd": math.nan, "max": math.nan, "n": int(n + n_nan)}
+    sd = math.sqrt(squares / (n - ddof)) if n > ddof else math.nan
+    return {"mean": float(mean), "sd": sd, "max": float(high), "n": int(n)}

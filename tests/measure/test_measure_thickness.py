@@ -134,6 +134,29 @@ def test_statistics():
     assert measure.thickness_statistics(np.zeros(3))["n"] == 0
 
 
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_statistics_equal_numpy_on_the_selected_values(ddof):
+    rng = np.random.default_rng(5)
+    values = rng.gamma(2.0, 0.1, (23, 31, 17)).astype(np.float32)[:, ::2]  # not contiguous
+    where = rng.random(values.shape) < 0.6
+    selected = values[where].astype(np.float64)
+    with threads(1):
+        stats = measure.thickness_statistics(values, where=where, ddof=ddof)
+    assert stats["n"] == selected.size
+    assert stats["mean"] == pytest.approx(selected.mean(), rel=1e-12)
+    assert stats["sd"] == pytest.approx(selected.std(ddof=ddof), rel=1e-12)
+    assert stats["max"] == selected.max()
+    with threads(2):
+        assert measure.thickness_statistics(values, where=where, ddof=ddof) == stats
+    n_selected = selected.size + (0 if where[0, 0, 0] else 1)
+    values[0, 0, 0], where[0, 0, 0] = np.nan, True  # a NaN spoils every statistic
+    stats = measure.thickness_statistics(values, where=where)
+    assert np.isnan([stats["mean"], stats["sd"], stats["max"]]).all()
+    assert stats["n"] == n_selected
+    with pytest.raises(ValueError, match="shape"):
+        measure.thickness_statistics(values, where=where[1:])
+
+
 def test_window_and_envelope_passes_agree(monkeypatch):
     from microarch._kernels import thickness as kernels
 
