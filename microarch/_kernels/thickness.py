@@ -674,7 +674,7 @@ def masked_moments(values, where):
         for k in range(c * step, min(size, (c + 1) * step)):
             if where[k]:
                 v = np.float64(values[k])
-                if v != v:
+                if math.isnan(v):
                     nans[c] += 1
                     continue
                 counts[c] += 1
@@ -696,7 +696,7 @@ def masked_moments(values, where):
         for k in range(c * step, min(size, (c + 1) * step)):
             if where[k]:
                 d = np.float64(values[k]) - mean
-                if d == d:
+                if not math.isnan(d):
                     squares[c] += d * d
     deviation = 0.0
     for c in range(_STAT_CHUNKS):
