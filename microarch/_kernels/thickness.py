@@ -482,32 +482,35 @@ def _paint_block(out, unpainted, bz_, by_, bx_, z0, z1, y0, y1, x0, x1, cz, cy, 
                 gx = max(abs(cx - min(max(cx, 4.0 * tx_), 4.0 * tx_ + 3.0)) - half, 0.0) * hx
                 if gzy + gx * gx >= limit:
                     continue  # the ball misses the tile's voxels
-                before = mask
+                # the tile's voxels the ball covers, found without branches: with a branch
+                # per voxel, which mispredicts along the sphere's rim, painting took 1.6x
+                # as long
+                cover = np.uint64(0)
                 for row in range(16):
-                    nibble = (mask >> np.uint64(4 * row)) & np.uint64(15)
+                    vz = max(abs(((tz_ << 2) | (row >> 2)) - cz) - half, 0.0) * hz
+                    vy = max(abs(((ty_ << 2) | (row & 3)) - cy) - half, 0.0) * hy
+                    gzy2 = vz * vz + vy * vy
+                    for dx in range(4):
+                        vx = max(abs(((tx_ << 2) | dx) - cx) - half, 0.0) * hx
+                        d2 = gzy2 + vx * vx
+                        inside = (d2 < limit) if cube_overlap else (d2 <= limit)
+                        cover |= np.uint64(inside) << np.uint64(4 * row + dx)
+                painted = mask & cover
+                if painted == 0:
+                    continue
+                for row in range(16):
+                    nibble = (painted >> np.uint64(4 * row)) & np.uint64(15)
                     if nibble == 0:
                         continue
                     z = (tz_ << 2) | (row >> 2)
                     y = (ty_ << 2) | (row & 3)
-                    vz = max(abs(z - cz) - half, 0.0) * hz
-                    vy = max(abs(y - cy) - half, 0.0) * hy
-                    gzy2 = vz * vz + vy * vy
-                    if gzy2 >= limit:
-                        continue
                     for dx in range(4):
-                        bit = np.uint64(4 * row + dx)
-                        if (mask >> bit) & np.uint64(1) == 0:
-                            continue
-                        x = (tx_ << 2) | dx
-                        vx = max(abs(x - cx) - half, 0.0) * hx
-                        d2 = gzy2 + vx * vx
-                        if (d2 < limit) if cube_overlap else (d2 <= limit):
-                            out[z, y, x] = r2
-                            mask &= ~(np.uint64(1) << bit)
-                if mask != before:
-                    unpainted[tz_, ty_, tx_] = mask
-                    if mask == 0:
-                        finished += 1
+                        if (nibble >> np.uint64(dx)) & np.uint64(1):
+                            out[z, y, (tx_ << 2) | dx] = r2
+                mask &= ~cover
+                unpainted[tz_, ty_, tx_] = mask
+                if mask == 0:
+                    finished += 1
     return finished
 
 
