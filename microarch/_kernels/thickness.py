@@ -223,25 +223,30 @@ def _pass_axis(arr, axis, step, edge_sites, reach):
 
 
 @njit
-def _is_site_midpoint(sites, k, j, i):
-    """Whether doubled point (k, j, i) is a site voxel or the midpoint of two site voxels.
+def _site_row(sites, k, j, w_lo, outside):
+    """Which doubled points (k, j, w_lo + w) are a site voxel or the midpoint of two.
 
-    The touched voxels are the 1, 2, 4 or 8 around the point; it is the midpoint of each
-    pair of opposite ones (differing along every axis where the point is half-way).
+    A doubled point touches the 1, 2, 4 or 8 voxels around it and is the midpoint of each
+    pair of opposite ones (differing along every axis where the point is half-way). Per
+    (z, y) corner of the cell the row lies in, the voxel at x pairs with the opposite
+    corner's voxel at x (even columns) or x + 1 (odd columns).
     """
-    odd = ((k & 1) << 2) | ((j & 1) << 1) | (i & 1)
-    z0, y0, x0 = k >> 1, j >> 1, i >> 1
-    for corner in range(8):
-        if corner & ~odd:
-            continue
-        opposite = corner ^ odd
-        if corner > opposite:
-            continue
-        if (sites[z0 + (corner >> 2), y0 + ((corner >> 1) & 1), x0 + (corner & 1)]
-                and sites[z0 + (opposite >> 2), y0 + ((opposite >> 1) & 1),
-                          x0 + (opposite & 1)]):
-            return True
-    return False
+    kz, jy = k & 1, j & 1
+    z0, y0 = k >> 1, j >> 1
+    for w in range(outside.shape[0]):
+        i = w_lo + w
+        x0, ix = i >> 1, i & 1
+        hit = False
+        for corner in range(4):
+            dz, dy = corner >> 1, corner & 1
+            if (dz and not kz) or (dy and not jy):
+                continue
+            if not ix and corner > (corner ^ ((kz << 1) | jy)):
+                continue  # an even column meets each pair from both ends
+            if (sites[z0 + dz, y0 + dy, x0]
+                    and sites[z0 + (dz ^ kz), y0 + (dy ^ jy), x0 + ix]):
+                hit = True
+        outside[w] = hit
 
 
 @njit(parallel=True)
@@ -263,8 +268,7 @@ def _outside_distance_x(phase, mode, step, edge_site, w_lo, w_hi, i_lo, out):
         dist = np.empty(width, np.float64)
         for j in range(nj):
             if mode == INSIDE_SITES:
-                for w in range(width):
-                    outside[w] = _is_site_midpoint(phase, k, j, w_lo + w)
+                _site_row(phase, k, j, w_lo, outside)
             else:
                 # phase voxels in the 1, 2 or 4 voxel rows this doubled row lies between
                 x_lo, x_hi = w_lo >> 1, min(nx, ((w_hi + 1) >> 1) + 1)

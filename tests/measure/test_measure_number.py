@@ -85,3 +85,24 @@ def test_region_and_roi_restriction_leave_the_roi_values_unchanged():
                               smi=False)
     for key in ("Tb.Th", "Tb.Sp", "Tb.Sp.SD", "Tb.N", "Conn.D", "BV/TV"):
         assert fast[key] == pytest.approx(whole[key], rel=1e-6), key
+
+
+def test_site_rows_are_the_sites_and_the_midpoints_of_neighbouring_sites():
+    from microarch._kernels.thickness import _site_row
+
+    rng = np.random.default_rng(4)
+    sites = rng.random((4, 5, 6)) < 0.4
+    voxels = np.argwhere(sites)
+    # a doubled point is outside when it is a + b for site voxels a, b at most one step
+    # apart along every axis (a == b: the site itself)
+    expected = np.zeros(tuple(2 * n - 1 for n in sites.shape), bool)
+    for a in voxels:
+        for b in voxels:
+            if np.abs(a - b).max() <= 1:
+                expected[tuple(a + b)] = True
+    for k in range(expected.shape[0]):
+        for j in range(expected.shape[1]):
+            for w_lo in (0, 3):
+                row = np.empty(expected.shape[2] - w_lo, bool)
+                _site_row(sites, k, j, w_lo, row)
+                assert np.array_equal(row, expected[k, j, w_lo:]), (k, j, w_lo)
