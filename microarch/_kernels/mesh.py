@@ -44,75 +44,116 @@ def classify_faces(vertices, faces, lower, upper):
 
 
 @njit(parallel=True)
-def vertex_neighbours(n_vertices, faces):
+def vertex_neighbours(n_vertices, faces, selected):
     """Neighbour lists of the vertices, in CSR form (``start``, ``neighbours``).
 
-    Works for open meshes too (vertices on the rim of the window): each face offers each of
-    its vertices the two other corners, and repeats are dropped.
+    Only the faces with ``selected[f]`` count. Works for open meshes too (vertices on the
+    rim of the window). A vertex's neighbours are the other corners of its faces, in face
+    order, each listed once. The faces of each vertex are listed first (one int32 per
+    face corner); the neighbours are then counted and written in two passes over them,
+    so that no list of candidates with repeats is ever stored (at 256³ that list was
+    19 bytes a voxel, the peak of the whole SMI).
     """
-    offered_start = np.zeros(n_vertices + 1, dtype=np.int64)
+    incident_start = np.zeros(n_vertices + 1, dtype=np.int64)
     for f in range(faces.shape[0]):
-        for corner in range(3):
-            offered_start[faces[f, corner] + 1] += 2
+        if selected[f]:
+            for corner in range(3):
+                incident_start[faces[f, corner] + 1] += 1
     for i in range(n_vertices):
-        offered_start[i + 1] += offered_start[i]
-    fill = offered_start[:-1].copy()
-    offered = np.empty(offered_start[n_vertices], dtype=np.int32)
+        incident_start[i + 1] += incident_start[i]
+    fill = incident_start[:-1].copy()
+    incident = np.empty(incident_start[n_vertices], dtype=np.int32)
     for f in range(faces.shape[0]):
-        for corner in range(3):
-            i = faces[f, corner]
-            offered[fill[i]] = faces[f, (corner + 1) % 3]
-            offered[fill[i] + 1] = faces[f, (corner + 2) % 3]
-            fill[i] += 2
-    # drop repeats within each vertex's segment, keeping first occurrences in place
-    unique_count = np.zeros(n_vertices + 1, dtype=np.int64)
-    for i in prange(n_vertices):
-        begin = offered_start[i]
-        count = 0
-        for k in range(begin, offered_start[i + 1]):
-            candidate = offered[k]
-            seen = False
-            for m in range(begin, begin + count):
-                if offered[m] == candidate:
-                    seen = True
-                    break
-            if not seen:
-                offered[begin + count] = candidate
-                count += 1
-        unique_count[i + 1] = count
-    start = np.cumsum(unique_count)
+        if selected[f]:
+            for corner in range(3):
+                i = faces[f, corner]
+                incident[fill[i]] = f
+                fill[i] += 1
+    widest = 0
+    for i in range(n_vertices):
+        widest = max(widest, incident_start[i + 1] - incident_start[i])
+    counts = np.zeros(n_vertices + 1, dtype=np.int64)
+    nowhere = np.empty(0, dtype=np.int32)
+    step = (n_vertices + _CHUNKS - 1) // _CHUNKS
+    for chunk in prange(_CHUNKS):
+        scratch = np.empty(2 * widest, dtype=np.int32)
+        for i in range(chunk * step, min(n_vertices, (chunk + 1) * step)):
+            counts[i + 1] = _neighbours_of(i, faces, incident, incident_start, scratch,
+                                           nowhere, 0)
+    start = np.cumsum(counts)
     neighbours = np.empty(start[n_vertices], dtype=np.int32)
-    for i in prange(n_vertices):
-        begin = offered_start[i]
-        for k in range(start[i + 1] - start[i]):
-            neighbours[start[i] + k] = offered[begin + k]
+    for chunk in prange(_CHUNKS):
+        scratch = np.empty(2 * widest, dtype=np.int32)
+        for i in range(chunk * step, min(n_vertices, (chunk + 1) * step)):
+            _neighbours_of(i, faces, incident, incident_start, scratch, neighbours, start[i])
     return start, neighbours
 
 
+_CHUNKS = 256  # vertex ranges of the parallel passes (each allocates one scratch list)
+
+
+@njit(inline="always")
+def _neighbours_of(i, faces, incident, incident_start, scratch, out, offset):
+    """Vertex i's distinct neighbours, first occurrences in face order: gathered into
+    ``scratch``, copied to ``out[offset:]`` (when ``out`` is not empty), and counted."""
+    count = 0
+    for a in range(incident_start[i], incident_start[i + 1]):
+        f = incident[a]
+        corner = 0 if faces[f, 0] == i else (1 if faces[f, 1] == i else 2)
+        for which in range(1, 3):
+            candidate = faces[f, (corner + which) % 3]
+            seen = False
+            for k in range(count):
+                if scratch[k] == candidate:
+                    seen = True
+                    break
+            if not seen:
+                scratch[count] = candidate
+                count += 1
+    if out.shape[0] > 0:
+        for k in range(count):
+            out[offset + k] = scratch[k]
+    return count
+
+
+_ALONG_EDGE, _ACROSS_EDGE, _ON_PLANE = 0, 1, 2
+
+
 @njit(parallel=True)
-def _constraints(vertices, edge_margin, across, planes):
-    n_vertices = vertices.shape[0]
-    low = np.empty((n_vertices, 3))
-    high = np.empty((n_vertices, 3))
-    for i in prange(n_vertices):
+def _movement_kinds(vertices, planes):
+    """Per vertex and axis: whether the vertex lies on a grid edge along that axis, off it
+    (it may move ``across`` either way), or on one of ``planes`` (it stays there)."""
+    kinds = np.empty(vertices.shape, np.int8)
+    for i in prange(vertices.shape[0]):
         for axis in range(3):
             x = vertices[i, axis]
             nearest = math.floor(x + 0.5)
+            kinds[i, axis] = _ACROSS_EDGE
             if x != nearest:  # the edge's axis: x = floor(x) + 0.5
-                low[i, axis] = math.floor(x) + edge_margin
-                high[i, axis] = math.floor(x) + 1.0 - edge_margin
+                kinds[i, axis] = _ALONG_EDGE
                 continue
-            low[i, axis] = nearest - across
-            high[i, axis] = nearest + across
             for p in range(planes.shape[0]):
                 if nearest == planes[p, axis]:
-                    low[i, axis] = nearest
-                    high[i, axis] = nearest
-    return low, high
+                    kinds[i, axis] = _ON_PLANE
+    return kinds
+
+
+@njit(inline="always")
+def _bounds(origin, kind, edge_margin, across):
+    """Where a vertex that started at ``origin`` (exact in float32) may move along an
+    axis: between the two voxel centres of its edge, ``edge_margin`` clear of each;
+    within ``across`` of the edge; or nowhere."""
+    x = np.float64(origin)
+    if kind == _ALONG_EDGE:
+        return math.floor(x) + edge_margin, math.floor(x) + 1.0 - edge_margin
+    if kind == _ACROSS_EDGE:
+        return x - across, x + across
+    return x, x
 
 
 @njit(parallel=True)
-def smooth_constrained(vertices, faces, iterations, beta, edge_margin, across, planes):
+def smooth_constrained(vertices, faces, selected, iterations, beta, edge_margin, across,
+                       planes):
     """HC-Laplacian smoothing of a binary volume's marching-cubes mesh, constrained, in place.
 
     ``vertices`` are in index units and start where marching cubes puts them for binary
@@ -127,12 +168,14 @@ def smooth_constrained(vertices, faces, iterations, beta, edge_margin, across, p
     b = mean(neighbours) - q, q <- q + (1 - beta) (b - mean(b over neighbours)), i.e. a
     bi-Laplacian step that removes small-scale creases without the shrinkage of plain
     Laplacian smoothing (which takes a third or more of the volume of a four-voxel rod).
-    Updates are Jacobi-style. Vollmer J, Mencl R, Müller H (1999) Improved Laplacian
+    Updates are Jacobi-style. Only the faces with ``selected[f]`` define neighbours. Vollmer J, Mencl R, Müller H (1999) Improved Laplacian
     smoothing of noisy surface meshes. Comput Graph Forum 18(3):131-138.
     """
     n_vertices = vertices.shape[0]
-    start, neighbours = vertex_neighbours(n_vertices, faces)
-    low, high = _constraints(vertices, edge_margin, across, planes)
+    start, neighbours = vertex_neighbours(n_vertices, faces, selected)
+    # the bounds of each move are recomputed from these: a quarter of storing them
+    origin = vertices.astype(np.float32)
+    kinds = _movement_kinds(vertices, planes)
     push = np.zeros_like(vertices)
     keep = 1.0 - beta
     for _ in range(iterations):
@@ -161,22 +204,23 @@ def smooth_constrained(vertices, faces, iterations, beta, edge_margin, across, p
                 sy += push[j, 1]
                 sx += push[j, 2]
             degree = end - begin
-            z = vertices[i, 0] + keep * (push[i, 0] - sz / degree)
-            y = vertices[i, 1] + keep * (push[i, 1] - sy / degree)
-            x = vertices[i, 2] + keep * (push[i, 2] - sx / degree)
-            vertices[i, 0] = min(max(z, low[i, 0]), high[i, 0])
-            vertices[i, 1] = min(max(y, low[i, 1]), high[i, 1])
-            vertices[i, 2] = min(max(x, low[i, 2]), high[i, 2])
+            for axis in range(3):
+                sum_axis = sz if axis == 0 else (sy if axis == 1 else sx)
+                moved = vertices[i, axis] + keep * (push[i, axis] - sum_axis / degree)
+                low, high = _bounds(origin[i, axis], kinds[i, axis], edge_margin, across)
+                vertices[i, axis] = min(max(moved, low), high)
 
 
 @njit()
-def vertex_normals(vertices, faces):
+def vertex_normals(vertices, faces, selected):
     """Unit vertex normals: normalised sum of the adjacent faces' area vectors.
 
-    Vertices of no face get a zero normal.
+    Only the faces with ``selected[f]`` count; vertices of none get a zero normal.
     """
     normals = np.zeros(vertices.shape)
     for f in range(faces.shape[0]):
+        if not selected[f]:
+            continue
         a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
         e1z = vertices[b, 0] - vertices[a, 0]
         e1y = vertices[b, 1] - vertices[a, 1]
@@ -200,78 +244,90 @@ def vertex_normals(vertices, faces):
     return normals
 
 
+@njit(inline="always")
+def _face_area_rate(vertices, normals, a, b, c):
+    """Area of the face (a, b, c) and its derivative when the vertices move along their
+    normals: with edges e1, e2 the area is |c|/2, c = e1 x e2; moving the vertices by r
+    times n0, n1, n2 changes c at the rate dc = (n1 - n0) x e2 + e1 x (n2 - n0), so
+    dA/dr = (c . dc) / (2 |c|) at r = 0. A zero-area face grows at |dc| / 2."""
+    e1z = vertices[b, 0] - vertices[a, 0]
+    e1y = vertices[b, 1] - vertices[a, 1]
+    e1x = vertices[b, 2] - vertices[a, 2]
+    e2z = vertices[c, 0] - vertices[a, 0]
+    e2y = vertices[c, 1] - vertices[a, 1]
+    e2x = vertices[c, 2] - vertices[a, 2]
+    d1z = normals[b, 0] - normals[a, 0]
+    d1y = normals[b, 1] - normals[a, 1]
+    d1x = normals[b, 2] - normals[a, 2]
+    d2z = normals[c, 0] - normals[a, 0]
+    d2y = normals[c, 1] - normals[a, 1]
+    d2x = normals[c, 2] - normals[a, 2]
+    cz = e1y * e2x - e1x * e2y
+    cy = e1x * e2z - e1z * e2x
+    cx = e1z * e2y - e1y * e2z
+    dcz = (d1y * e2x - d1x * e2y) + (e1y * d2x - e1x * d2y)
+    dcy = (d1x * e2z - d1z * e2x) + (e1x * d2z - e1z * d2x)
+    dcx = (d1z * e2y - d1y * e2z) + (e1z * d2y - e1y * d2z)
+    length = math.sqrt(cz * cz + cy * cy + cx * cx)
+    if length > 0.0:
+        return 0.5 * length, 0.5 * (cz * dcz + cy * dcy + cx * dcx) / length
+    return 0.0, 0.5 * math.sqrt(dcz * dcz + dcy * dcy + dcx * dcx)
+
+
 @njit(parallel=True)
 def face_area_rates(vertices, faces, normals):
-    """Area of each face and its derivative when every vertex moves along its normal.
-
-    With edges e1, e2 the face area is |c|/2, c = e1 x e2. Moving the vertices by r times
-    their normals n0, n1, n2 changes c at the rate dc = (n1 - n0) x e2 + e1 x (n2 - n0), so
-    dA/dr = (c . dc) / (2 |c|) at r = 0. A zero-area face grows at |dc| / 2.
-    """
+    """Area of each face and its derivative when every vertex moves along its normal."""
     n_faces = faces.shape[0]
     area = np.empty(n_faces)
     rate = np.empty(n_faces)
     for f in prange(n_faces):
-        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-        e1z = vertices[b, 0] - vertices[a, 0]
-        e1y = vertices[b, 1] - vertices[a, 1]
-        e1x = vertices[b, 2] - vertices[a, 2]
-        e2z = vertices[c, 0] - vertices[a, 0]
-        e2y = vertices[c, 1] - vertices[a, 1]
-        e2x = vertices[c, 2] - vertices[a, 2]
-        d1z = normals[b, 0] - normals[a, 0]
-        d1y = normals[b, 1] - normals[a, 1]
-        d1x = normals[b, 2] - normals[a, 2]
-        d2z = normals[c, 0] - normals[a, 0]
-        d2y = normals[c, 1] - normals[a, 1]
-        d2x = normals[c, 2] - normals[a, 2]
-        cz = e1y * e2x - e1x * e2y
-        cy = e1x * e2z - e1z * e2x
-        cx = e1z * e2y - e1y * e2z
-        dcz = (d1y * e2x - d1x * e2y) + (e1y * d2x - e1x * d2y)
-        dcy = (d1x * e2z - d1z * e2x) + (e1x * d2z - e1z * d2x)
-        dcx = (d1z * e2y - d1y * e2z) + (e1z * d2y - e1y * d2z)
-        length = math.sqrt(cz * cz + cy * cy + cx * cx)
-        area[f] = 0.5 * length
-        if length > 0.0:
-            rate[f] = 0.5 * (cz * dcz + cy * dcy + cx * dcx) / length
-        else:
-            rate[f] = 0.5 * math.sqrt(dcz * dcz + dcy * dcy + dcx * dcx)
+        area[f], rate[f] = _face_area_rate(vertices, normals, faces[f, 0], faces[f, 1],
+                                           faces[f, 2])
     return area, rate
 
 
-@njit()
-def region_sums(vertices, inside_faces, area, rate, above_faces, lower, upper):
-    """Sums over the faces inside the window, and the bone volume inside it.
+_SUM_CHUNKS = 64  # fixed, so that the sums do not depend on the number of threads
 
-    Returns (area, sum of positive rates, sum of negative rates, area of the faces with a
-    negative rate, volume). The volume follows from the divergence theorem with the field
+
+@njit(parallel=True)
+def window_sums(vertices, faces, where, normals, lower, upper):
+    """Sums over the faces INSIDE the window, and the bone volume inside it.
+
+    ``where`` is :func:`classify_faces`' class of each face. Returns (area, sum of
+    positive rates, sum of negative rates, area of the faces with a negative rate,
+    volume). The volume follows from the divergence theorem with the field
     (z - lower_z) e_z: a face inside contributes (z_centroid - lower_z) a_z, a_z the z
     component of its area vector; of the window's cut faces only the top one contributes,
-    (upper_z - lower_z) times the bone cross-section there. The faces above the window
-    close that cross-section, so it equals their total a_z.
+    (upper_z - lower_z) times the bone cross-section there. The faces ABOVE the window
+    close that cross-section, so it equals their total a_z. Partial sums over a fixed
+    split of the faces are added in order.
     """
-    total_area = 0.0
-    rate_positive = 0.0
-    rate_negative = 0.0
-    concave_area = 0.0
-    volume = 0.0
-    for f in range(inside_faces.shape[0]):
-        total_area += area[f]
-        if rate[f] >= 0.0:
-            rate_positive += rate[f]
-        else:
-            rate_negative += rate[f]
-            concave_area += area[f]
-        a, b, c = inside_faces[f, 0], inside_faces[f, 1], inside_faces[f, 2]
-        centroid_z = (vertices[a, 0] + vertices[b, 0] + vertices[c, 0]) / 3.0
-        volume += (centroid_z - lower[0]) * _area_z(vertices, a, b, c)
-    top_section = 0.0
-    for f in range(above_faces.shape[0]):
-        a, b, c = above_faces[f, 0], above_faces[f, 1], above_faces[f, 2]
-        top_section += _area_z(vertices, a, b, c)
-    volume += (upper[0] - lower[0]) * top_section
-    return total_area, rate_positive, rate_negative, concave_area, volume
+    n_faces = faces.shape[0]
+    step = (n_faces + _SUM_CHUNKS - 1) // _SUM_CHUNKS
+    partial = np.zeros((_SUM_CHUNKS, 6))
+    for chunk in prange(_SUM_CHUNKS):
+        for f in range(chunk * step, min(n_faces, (chunk + 1) * step)):
+            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+            if where[f] == ABOVE:
+                partial[chunk, 5] += _area_z(vertices, a, b, c)
+                continue
+            if where[f] != INSIDE:
+                continue
+            area, rate = _face_area_rate(vertices, normals, a, b, c)
+            partial[chunk, 0] += area
+            if rate >= 0.0:
+                partial[chunk, 1] += rate
+            else:
+                partial[chunk, 2] += rate
+                partial[chunk, 3] += area
+            centroid_z = (vertices[a, 0] + vertices[b, 0] + vertices[c, 0]) / 3.0
+            partial[chunk, 4] += (centroid_z - lower[0]) * _area_z(vertices, a, b, c)
+    total = np.zeros(6)
+    for chunk in range(_SUM_CHUNKS):
+        for k in range(6):
+            total[k] += partial[chunk, k]
+    volume = total[4] + (upper[0] - lower[0]) * total[5]
+    return total[0], total[1], total[2], total[3], volume
 
 
 @njit()
