@@ -222,15 +222,8 @@ def vertex_normals(vertices, faces, selected):
         if not selected[f]:
             continue
         a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-        e1z = vertices[b, 0] - vertices[a, 0]
-        e1y = vertices[b, 1] - vertices[a, 1]
-        e1x = vertices[b, 2] - vertices[a, 2]
-        e2z = vertices[c, 0] - vertices[a, 0]
-        e2y = vertices[c, 1] - vertices[a, 1]
-        e2x = vertices[c, 2] - vertices[a, 2]
-        nz = e1y * e2x - e1x * e2y
-        ny = e1x * e2z - e1z * e2x
-        nx = e1z * e2y - e1y * e2z
+        e1z, e1y, e1x, e2z, e2y, e2x = _edges(vertices, a, b, c)
+        nz, ny, nx = _cross(e1z, e1y, e1x, e2z, e2y, e2x)
         for v in (a, b, c):
             normals[v, 0] += nz
             normals[v, 1] += ny
@@ -245,29 +238,31 @@ def vertex_normals(vertices, faces, selected):
 
 
 @njit(inline="always")
+def _edges(points, a, b, c):
+    """(z, y, x) of b - a, then of c - a."""
+    return (points[b, 0] - points[a, 0], points[b, 1] - points[a, 1],
+            points[b, 2] - points[a, 2], points[c, 0] - points[a, 0],
+            points[c, 1] - points[a, 1], points[c, 2] - points[a, 2])
+
+
+@njit(inline="always")
+def _cross(uz, uy, ux, vz, vy, vx):
+    """u x v on (z, y, x) components."""
+    return uy * vx - ux * vy, ux * vz - uz * vx, uz * vy - uy * vz
+
+
+@njit(inline="always")
 def _face_area_rate(vertices, normals, a, b, c):
     """Area of the face (a, b, c) and its derivative when the vertices move along their
     normals: with edges e1, e2 the area is |c|/2, c = e1 x e2; moving the vertices by r
     times n0, n1, n2 changes c at the rate dc = (n1 - n0) x e2 + e1 x (n2 - n0), so
     dA/dr = (c . dc) / (2 |c|) at r = 0. A zero-area face grows at |dc| / 2."""
-    e1z = vertices[b, 0] - vertices[a, 0]
-    e1y = vertices[b, 1] - vertices[a, 1]
-    e1x = vertices[b, 2] - vertices[a, 2]
-    e2z = vertices[c, 0] - vertices[a, 0]
-    e2y = vertices[c, 1] - vertices[a, 1]
-    e2x = vertices[c, 2] - vertices[a, 2]
-    d1z = normals[b, 0] - normals[a, 0]
-    d1y = normals[b, 1] - normals[a, 1]
-    d1x = normals[b, 2] - normals[a, 2]
-    d2z = normals[c, 0] - normals[a, 0]
-    d2y = normals[c, 1] - normals[a, 1]
-    d2x = normals[c, 2] - normals[a, 2]
-    cz = e1y * e2x - e1x * e2y
-    cy = e1x * e2z - e1z * e2x
-    cx = e1z * e2y - e1y * e2z
-    dcz = (d1y * e2x - d1x * e2y) + (e1y * d2x - e1x * d2y)
-    dcy = (d1x * e2z - d1z * e2x) + (e1x * d2z - e1z * d2x)
-    dcx = (d1z * e2y - d1y * e2z) + (e1z * d2y - e1y * d2z)
+    e1z, e1y, e1x, e2z, e2y, e2x = _edges(vertices, a, b, c)
+    d1z, d1y, d1x, d2z, d2y, d2x = _edges(normals, a, b, c)
+    cz, cy, cx = _cross(e1z, e1y, e1x, e2z, e2y, e2x)
+    az, ay, ax = _cross(d1z, d1y, d1x, e2z, e2y, e2x)
+    bz, by, bx = _cross(e1z, e1y, e1x, d2z, d2y, d2x)
+    dcz, dcy, dcx = az + bz, ay + by, ax + bx
     length = math.sqrt(cz * cz + cy * cy + cx * cx)
     if length > 0.0:
         return 0.5 * length, 0.5 * (cz * dcz + cy * dcy + cx * dcx) / length
