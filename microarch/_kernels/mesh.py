@@ -168,8 +168,9 @@ def smooth_constrained(vertices, faces, selected, iterations, beta, edge_margin,
     b = mean(neighbours) - q, q <- q + (1 - beta) (b - mean(b over neighbours)), i.e. a
     bi-Laplacian step that removes small-scale creases without the shrinkage of plain
     Laplacian smoothing (which takes a third or more of the volume of a four-voxel rod).
-    Updates are Jacobi-style. Only the faces with ``selected[f]`` define neighbours. Vollmer J, Mencl R, Müller H (1999) Improved Laplacian
-    smoothing of noisy surface meshes. Comput Graph Forum 18(3):131-138.
+    Updates are Jacobi-style. Only the faces with ``selected[f]`` define neighbours.
+    Vollmer J, Mencl R, Müller H (1999) Improved Laplacian smoothing of noisy surface
+    meshes. Comput Graph Forum 18(3):131-138.
     """
     n_vertices = vertices.shape[0]
     start, neighbours = vertex_neighbours(n_vertices, faces, selected)
@@ -325,11 +326,8 @@ def window_sums(vertices, faces, where, normals, lower, upper):
     return total[0], total[1], total[2], total[3], volume
 
 
-@njit()
+@njit(inline="always")
 def _area_z(vertices, a, b, c):
     """z component (index 0) of the face's area vector, (e1 x e2) / 2."""
-    e1y = vertices[b, 1] - vertices[a, 1]
-    e1x = vertices[b, 2] - vertices[a, 2]
-    e2y = vertices[c, 1] - vertices[a, 1]
-    e2x = vertices[c, 2] - vertices[a, 2]
-    return 0.5 * (e1y * e2x - e1x * e2y)
+    e1z, e1y, e1x, e2z, e2y, e2x = _edges(vertices, a, b, c)
+    return 0.5 * _cross(e1z, e1y, e1x, e2z, e2y, e2x)[0]

@@ -246,6 +246,7 @@ def _site_row(sites, k, j, w_lo, outside):
             if (sites[z0 + dz, y0 + dy, x0]
                     and sites[z0 + (dz ^ kz), y0 + (dy ^ jy), x0 + ix]):
                 hit = True
+                break
         outside[w] = hit
 
 
