@@ -69,7 +69,10 @@ Counting
 Only connections whose two junctions lie wholly inside the region (the common region of
 all visits) are tracked, and only elements lying mostly (at least half of their skeleton)
 inside it; bone within ``margin_voxels`` of the region is decomposed with it, so that
-the skeleton is not distorted at the region border. Those present at baseline by the
+the skeleton is not distorted where the region border cuts through trabeculae.
+:func:`~microarch.longitudinal.compare_visits` keeps no margin in a compartment: its
+border is anatomical, and the cortex beyond it would enter the decomposition as a
+shell. Those present at baseline by the
 same test (nearly all) are the population: "lost on AI" are connections present at
 baseline and absent at the last on-AI visit before a post-withdrawal visit; "restored"
 are those of them present again at the post-withdrawal visit; the fraction restored is
@@ -399,11 +402,14 @@ def connection_graph(mask, *, spacing, region=None, margin_voxels=DEFAULT_MARGIN
         Voxel size in mm (z, y, x).
     region : (Z, Y, X) array_like of bool, optional
         Where connections are taken: both junctions of a connection must lie wholly
-        inside. Bone further than ``margin_voxels`` from the region (e.g. the cortex
-        around a trabecular region) is left out of the decomposition.
+        inside. Bone further than ``margin_voxels`` from the region is left out of the
+        decomposition.
     margin_voxels : int
         Bone kept around the region for the decomposition, so that elements crossing
-        the region border are not cut right at it.
+        the region border are not cut right at it. Use it where the border cuts through
+        trabeculae (a box, the field of view); at an anatomical border give 0 or limit
+        ``mask`` to the compartment, since a margin of cortex becomes one large plate
+        that swallows the trabeculae attached to it (:func:`compare_visits` does both).
 
     Returns
     -------

@@ -21,7 +21,13 @@ from microarch.longitudinal import (
 )
 from microarch.measure import euler_characteristic, plate_rod
 from microarch.measure._plate_rod import junction_graph
-from microarch.phantoms import render_scan, rod_lattice, trabecular_bone
+from microarch.phantoms import (
+    AILoss,
+    render_scan,
+    rod_lattice,
+    simulate_visits,
+    trabecular_bone,
+)
 
 ROLES3 = {"V1": "baseline", "V2": "on_ai", "V3": "post_withdrawal"}
 
@@ -540,6 +546,38 @@ def test_compare_visits_tracks_the_lattice(lattice_visits):
         compare_visits(visits, measure=no_measure, connection_options={"region": None})
     with pytest.raises(ValueError, match="tolerance_voxels"):
         compare_visits(visits, measure=no_measure, connection_options={"tolerance_voxels": -1})
+
+
+@pytest.mark.parametrize("seed", [1000, 1004])
+def test_compare_visits_counts_the_simulated_severed_rods(seed):
+    """A simulated distal radius (82 µm; a quarter of the connecting rods severed on AI,
+    none restored after withdrawal), its visits' true masks registered and compared:
+    the connections lost on AI match the severed rods with both ends in the common
+    region within 10 %. The cortex around the trabecular region stays out of the
+    baseline graph; with a margin of cortex its mid-surface became one plate that
+    swallowed the trabeculae attached to it, and a quarter to a third of the severed
+    rods went unseen (48 of 65 and 46 of 70 for these seeds)."""
+    loss = AILoss(sever_fraction=0.25, thin_rod_bias=0.0, gap_mm=0.2,
+                  cavity_volume_fraction=0.003)
+    series = simulate_visits((40, 136, 120), spacing=0.082, seed=seed,
+                             recovery="withdrawal", loss=loss)
+    visits = [Visit(v.visit, v.role, v.scan.density, spacing=0.082, masks=dict(v.masks))
+              for v in series.visits]
+    comparison = compare_visits(visits, measure=no_measure, remodelling="none")
+    assert comparison.region == "trabecular"
+    region, spacing = comparison.common_region, np.asarray(comparison.grid.spacing)
+
+    def in_region(point):
+        index = np.rint(np.asarray(point) / spacing).astype(int)
+        return bool((index >= 0).all() and (index < region.shape).all()
+                    and region[tuple(index)])
+
+    severed = [rod for rod in series.truth["events"]["severed_rods"]
+               if in_region(rod["a"]) and in_region(rod["b"])]
+    summary = comparison.connections.memory[0]
+    assert len(severed) >= 50
+    assert abs(summary["lost_on_ai"] - len(severed)) <= 0.1 * len(severed)
+    assert summary["restored"] <= 0.2 * len(severed)        # withdrawal restores none
 
 
 def test_compare_visits_without_connections(lattice_visits):
