@@ -407,7 +407,7 @@ def _register_all(prepared, reference, strategy, options, interpolation, threads
 
     Returns ``({id: Registration}, pairwise list, {id: on-grid data})``.
     """
-    from microarch.longitudinal._registration import _dilate
+    from microarch.longitudinal._region import dilate_cube
 
     grid = reference.grid
     results = {reference.id: Registration(
@@ -415,7 +415,7 @@ def _register_all(prepared, reference, strategy, options, interpolation, threads
         overlap=1.0, correlation=1.0, baseline_grid=grid, follow_up_grid=grid)}
     on_grid = {reference.id: _on_grid(reference, None, grid, interpolation, threads)}
     base_mask = _registration_mask(reference.masks)
-    metric_mask = None if base_mask is None else _dilate(
+    metric_mask = None if base_mask is None else dilate_cube(
         base_mask, int(options.get("mask_dilation", 2)))
     thresholds = {"min_dice": options.get("min_dice", 0.95),
                   "min_correlation": options.get("min_correlation", 0.5)}

@@ -66,3 +66,33 @@ def common_region(masks, *, erosion_voxels=1):
         degenerate("the common region of the visits is empty (no voxel lies in every "
                    "visit's compartment); check the registrations and masks", stacklevel=2)
     return np.ascontiguousarray(region, dtype=bool)
+
+
+def bounding_box(mask, margin=0):
+    """Per axis, the (start, stop) of ``mask``'s True voxels grown by ``margin`` (clipped)."""
+    box = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        box.append((max(int(hits[0]) - margin, 0),
+                    min(int(hits[-1]) + margin + 1, mask.shape[axis])))
+    return box
+
+
+def dilate_cube(mask, radius):
+    """Dilate by a cube of half-width ``radius`` voxels (on the mask's bounding box).
+
+    A cube rather than a ball: the results only bound where something is sampled or
+    kept, and three 1D maximum filters are ~10x faster than a ball on a full scan.
+    """
+    if radius <= 0 or not mask.any():
+        return mask
+    from scipy import ndimage as ndi
+
+    box = tuple(slice(lo, hi) for lo, hi in bounding_box(mask, int(radius)))
+    part = mask[box].view(np.uint8)
+    for axis in range(3):
+        part = ndi.maximum_filter1d(part, 2 * int(radius) + 1, axis=axis, mode="constant")
+    out = np.zeros(mask.shape, bool)
+    out[box] = part.view(bool)
+    return out

@@ -16,6 +16,7 @@ from microarch.longitudinal._grid import (
     matrix_offset_zyx,
     to_sitk,
 )
+from microarch.longitudinal._region import bounding_box, dilate_cube
 from microarch.longitudinal._transform import (
     check_threads,
     resample_box,
@@ -242,7 +243,7 @@ def _cropped(array, grid, mask, margin):
     placed at its true physical position."""
     if mask is None:
         return to_sitk(array, grid)
-    box = tuple(slice(lo, hi) for lo, hi in _bounding_box(mask, margin))
+    box = tuple(slice(lo, hi) for lo, hi in bounding_box(mask, margin))
     part = np.ascontiguousarray(array[box])
     image = to_sitk(part, Grid(part.shape, grid.spacing))
     start = np.array([b.start for b in box], float) * np.asarray(grid.spacing)
@@ -330,25 +331,6 @@ def _method(metric, histogram_bins, percentage, seed, fixed_mask, moving_mask, i
     return method
 
 
-def _dilate(mask, radius):
-    """Dilate by a cube of half-width ``radius`` voxels (on the mask's bounding box).
-
-    A cube rather than a ball: the results only bound where something is sampled or
-    kept, and three 1D maximum filters are ~10x faster than a ball on a full scan.
-    """
-    if radius <= 0 or not mask.any():
-        return mask
-    from scipy import ndimage as ndi
-
-    box = tuple(slice(lo, hi) for lo, hi in _bounding_box(mask, int(radius)))
-    part = mask[box].view(np.uint8)
-    for axis in range(3):
-        part = ndi.maximum_filter1d(part, 2 * int(radius) + 1, axis=axis, mode="constant")
-    out = np.zeros(mask.shape, bool)
-    out[box] = part.view(bool)
-    return out
-
-
 def _pearson(a, b):
     a = a.astype(np.float64)
     b = b.astype(np.float64)
@@ -360,21 +342,11 @@ def _pearson(a, b):
     return float(a @ b) / denominator if denominator > 0 else math.nan
 
 
-def _bounding_box(mask, margin=0):
-    box = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        box.append((max(int(hits[0]) - margin, 0),
-                    min(int(hits[-1]) + margin + 1, mask.shape[axis])))
-    return box
-
-
 def _quality_box(transform, region, follow_up_mask, baseline_grid, follow_up_grid):
     """Part of the baseline grid holding ``region`` and the transformed follow-up mask."""
-    box = _bounding_box(region)
+    box = bounding_box(region)
     a, b = matrix_offset_zyx(transform)
-    follow_box = _bounding_box(follow_up_mask)
+    follow_box = bounding_box(follow_up_mask)
     corners = np.array(np.meshgrid(*[(lo, hi - 1) for lo, hi in follow_box],
                                    indexing="ij")).reshape(3, -1).T.astype(float)
     points = corners * np.asarray(follow_up_grid.spacing)
@@ -581,8 +553,8 @@ def register(baseline, follow_up, *, spacing=None, follow_up_spacing=None,
 
     metric_mask_b = metric_mask_f = None
     if base_mask is not None:
-        metric_mask_b = _dilate(base_mask, mask_dilation)
-        metric_mask_f = _dilate(fu_mask, mask_dilation)
+        metric_mask_b = dilate_cube(base_mask, mask_dilation)
+        metric_mask_f = dilate_cube(fu_mask, mask_dilation)
     # Work on the bone's bounding box (plus a margin): the pyramid and the samples only
     # ever need the bone, and a radius scan is mostly soft tissue and air.
     margin = int(mask_dilation) + _CROP_MARGIN
