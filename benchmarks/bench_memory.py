@@ -35,7 +35,7 @@ LOSSES = {"default": {},
           "strong": {"sever_fraction": 0.25, "thin_rod_bias": 0.0, "gap_mm": 0.2,
                      "cavity_volume_fraction": 0.003}}
 SPACING = 0.082
-MATCH_MM = 0.25  # a lost connection within this of a severed rod's midpoint is at it
+TRUE_LOSS_VOXELS = 2  # a lost connection this close to bone removed on AI is at a true loss
 
 
 def _conn_d(mask, *, spacing, roi):
@@ -67,7 +67,7 @@ def _one(height, loss, kind, seed):
     truth = series.truth
     events = truth["events"]
     tracked = connections.iloc[0] if len(connections) else {}
-    matched = _match_severed(result, events["severed_rods"])
+    matched = _match_severed(result, series)
     return {
         "height": height, "loss": loss, "kind": kind, "seed": seed,
         "truth": truth["memory_index"]["Conn.D"],
@@ -85,37 +85,50 @@ def _one(height, loss, kind, seed):
     }
 
 
-def _match_severed(result, severed):
-    """The tracker's connections lost on AI against the simulator's severed rods.
+def _match_severed(result, series):
+    """The tracker's connections lost on AI against the simulator's truth.
 
-    A lost connection is *at* a severed rod when the midpoint of its two junctions lies
-    within MATCH_MM of the rod's midpoint; a severed rod with both ends in the common
-    region is *seen* when some lost connection is at it. Returns the counts.
+    Both are on the baseline grid (the comparison's grid). A severed rod with both ends
+    in the common region is *seen* when the skeleton of a lost connection's element
+    runs through the rod's own voxels (the simulator's element labels). A lost
+    connection is *at a true loss* when its skeleton or junction voxels lie within
+    ``TRUE_LOSS_VOXELS`` of bone that the simulator removed on AI (a severed rod, a
+    perforation or a resorption cavity). Returns the counts.
     """
+    from scipy import ndimage as ndi
+
     tracked = result.connections
     region, spacing = result.common_region, np.asarray(result.grid.spacing)
+    baseline, on_ai = series["baseline"].reference, series["on_ai"].reference
+    if baseline["bone"].shape != region.shape:
+        raise RuntimeError("the comparison's grid is not the simulated baseline grid")
 
     def inside(point):
         index = np.rint(np.asarray(point) / spacing).astype(int)
         return bool((index >= 0).all() and (index < region.shape).all()
                     and region[tuple(index)])
 
-    rods = np.array([(np.asarray(e["a"]) + np.asarray(e["b"])) / 2 for e in severed])
-    in_region = np.array([inside(e["a"]) and inside(e["b"]) for e in severed], bool)
-    counts = {"severed_in_region": int(in_region.sum()), "lost_at_severed": 0,
-              "severed_seen": 0}
-    if tracked is None or not len(rods):
+    severed = [e["id"] for e in series.truth["events"]["severed_rods"]
+               if inside(e["a"]) and inside(e["b"])]
+    counts = {"severed_in_region": len(severed), "lost_at_true_loss": 0, "severed_seen": 0}
+    if tracked is None:
         return counts
-    table = tracked.table()
-    on_ai = next(v for v, role in tracked.visits if role == "on_ai")
-    lost = table[table[f"present_{tracked.baseline}"] & ~table[f"present_{on_ai}"]]
-    if not len(lost):
-        return counts
-    middle = np.stack([(lost[f"{a}_a"] + lost[f"{a}_b"]).to_numpy() / 2 for a in "zyx"],
-                      axis=1)
-    near = np.linalg.norm(middle[:, None, :] - rods[None, :, :], axis=2) <= MATCH_MM
-    counts["lost_at_severed"] = int(near.any(axis=1).sum())
-    counts["severed_seen"] = int((near.any(axis=0) & in_region).sum())
+    graph, table = tracked.graph, tracked.table()
+    on_ai_visit = next(v for v, role in tracked.visits if role == "on_ai")
+    lost = np.flatnonzero(table[f"present_{tracked.baseline}"]
+                          & ~table[f"present_{on_ai_visit}"])
+    removed = ndi.binary_dilation(baseline["bone"] & ~on_ai["bone"],
+                                  iterations=TRUE_LOSS_VOXELS)
+    labels = baseline["labels"]
+    seen = set()
+    for row in lost:
+        own = graph.skeleton_voxels(graph.connections["element"][row])
+        ends = [graph.junction_voxels(graph.connections[k][row])
+                for k in ("junction_a", "junction_b")]
+        voxels = tuple(np.concatenate([own, *ends]).T)
+        counts["lost_at_true_loss"] += bool(removed[voxels].any())
+        seen.update(labels[tuple(own.T)].tolist())
+    counts["severed_seen"] = len(seen.intersection(severed))
     return counts
 
 
@@ -182,11 +195,13 @@ def main(argv=None):
         "",
         "## Summary: the connection tracker against the simulator's severed rods",
         "",
-        (f"A connection the tracker finds lost on AI is *at a severed rod* when the midpoint "
-         f"of its junctions lies within {MATCH_MM} mm of the rod's midpoint; a severed rod "
-         "with both ends in the common region is *seen* when a lost connection is at it. "
-         "Precision = lost at a severed rod / lost; recall = seen / severed in region "
-         "(sums over the subjects of a row)."),
+        ("Both on the baseline grid. A severed rod with both ends in the common region is "
+         "*seen* when the skeleton of a connection lost on AI runs through the rod's own "
+         "voxels (the simulator's element labels). A lost connection is *at a true loss* "
+         f"when its skeleton or junction voxels lie within {TRUE_LOSS_VOXELS} voxels of bone "
+         "the simulator removed on AI (severed rods, perforations, resorption cavities). "
+         "Precision = lost at a true loss / lost; recall = seen / severed in region (sums "
+         "over the subjects of a row)."),
         "",
         ("| height | loss | severed in region (truth) | lost (tracker) | precision | "
          "recall | tracker index: mean abs error | max abs error |"),
@@ -195,7 +210,7 @@ def main(argv=None):
     for height, loss, group in _groups(rows, args):
         severed = sum(r["severed_in_region"] for r in group)
         lost = sum(r["tracked_lost"] for r in group)
-        at = sum(r["lost_at_severed"] for r in group)
+        at = sum(r["lost_at_true_loss"] for r in group)
         seen = sum(r["severed_seen"] for r in group)
         errors = np.array([abs(r["tracked_index"] - r["truth"]) for r in group])
         lines.append(f"| {height} | {loss} | {severed} | {lost} | "
@@ -207,7 +222,7 @@ def main(argv=None):
         "## Every subject",
         "",
         ("| height | loss | truth | seed | measured | tracker index | severed + perforated "
-         "(truth) | severed in region (truth) | lost (tracker) | lost at a severed rod | "
+         "(truth) | severed in region (truth) | lost (tracker) | lost at a true loss | "
          "severed rods seen lost | restored (truth) | restored (tracker) | s |"),
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -215,7 +230,7 @@ def main(argv=None):
         lines.append(
             f"| {r['height']} | {r['loss']} | {r['truth']:.1f} | {r['seed']} | "
             f"{r['measured']:.3f} | {r['tracked_index']:.3f} | {r['truth_lost']} | "
-            f"{r['severed_in_region']} | {r['tracked_lost']} | {r['lost_at_severed']} | "
+            f"{r['severed_in_region']} | {r['tracked_lost']} | {r['lost_at_true_loss']} | "
             f"{r['severed_seen']} | {r['truth_restored']} | {r['tracked_restored']} | "
             f"{r['seconds']:.0f} |")
     write_report(args.out, lines, rows)

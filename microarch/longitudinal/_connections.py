@@ -14,10 +14,13 @@ skeleton's junction voxels alone (``junction_reach=0``), not grown by a step as 
 plate/rod measures. At HR-pQCT resolution trabeculae are two or three voxels thick and a
 few long, and the thinned skeleton holds many junction voxels close together; sites
 grown by a step fuse into a few large clusters that swallow the rods between them. On
-simulated 82 µm subjects the smaller sites track about three times as many connections
-and find four to seven times as many lost on AI; 84-93 % of those lie at a simulated
-severed rod, and about 40 % of the severed rods are found
-(``benchmarks/results/memory.md``). The price is at thick nodes: thinning a node several
+simulated 82 µm subjects the smaller sites tracked about three times as many connections
+and found four to seven times as many lost on AI. With the graph built as
+:func:`~microarch.longitudinal.compare_visits` builds it (no cortex; see Counting),
+96-99 % of the connections found lost on the scans lie at bone the simulator removed,
+and 65-78 % of the severed rods are found (``benchmarks/results/memory.md``); from the
+true masks, registered, the count lost is within 8 % of the severed rods. The price is
+at thick nodes: thinning a node several
 voxels wide can leave it as two sites a few voxels apart (seen on the cut-open outer
 nodes of a rod lattice at 4 voxels per rod diameter).
 
@@ -442,7 +445,7 @@ def connection_graph(mask, *, spacing, region=None, margin_voxels=DEFAULT_MARGIN
     >>> round(float(graph.connections["distance"][0]), 2)   # between the junction sites
     1.02
     """
-    from microarch.longitudinal._registration import _bounding_box, _dilate
+    from microarch.longitudinal._region import bounding_box, dilate_cube
     from microarch.measure._plate_rod import junction_graph
 
     mask = as_mask(mask)
@@ -453,10 +456,10 @@ def connection_graph(mask, *, spacing, region=None, margin_voxels=DEFAULT_MARGIN
     region_volume = (mask.size if region is None else int(np.count_nonzero(region))) \
         * voxel_volume
 
-    keep = mask if region is None else mask & _dilate(region, margin)
+    keep = mask if region is None else mask & dilate_cube(region, margin)
     if not keep.any():
         return _empty_graph(mask.shape, spacing, region_volume)
-    box = tuple(slice(lo, hi) for lo, hi in _bounding_box(keep, 1))
+    box = tuple(slice(lo, hi) for lo, hi in bounding_box(keep, 1))
     origin = np.array([s.start for s in box], np.int64)
     graph = junction_graph(keep[box], spacing=spacing,
                            junction_reach=TRACKING_JUNCTION_REACH)
