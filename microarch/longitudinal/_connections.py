@@ -20,9 +20,9 @@ and found four to seven times as many lost on AI. With the graph built as
 96-99 % of the connections found lost on the scans lie at bone the simulator removed,
 and 65-78 % of the severed rods are found (``benchmarks/results/memory.md``); from the
 true masks, registered, the count lost is within 8 % of the severed rods. The price is
-at thick nodes: thinning a node several
-voxels wide can leave it as two sites a few voxels apart (seen on the cut-open outer
-nodes of a rod lattice at 4 voxels per rod diameter).
+at thick nodes: thinning a node several voxels wide can leave it as two sites a few
+voxels apart (seen on the cut-open outer nodes of a rod lattice at 4 voxels per rod
+diameter).
 
 A *junction* is a site where two or more elements meet. A *connection* is an element
 spanning between two junctions -- the trabecular segment joining two nodes of the
@@ -70,18 +70,18 @@ correctly, under this definition -- present.
 Counting
 --------
 Only connections whose two junctions lie wholly inside the region (the common region of
-all visits) are tracked, and only elements lying mostly (at least half of their skeleton)
-inside it; bone within ``margin_voxels`` of the region is decomposed with it, so that
-the skeleton is not distorted where the region border cuts through trabeculae.
+all visits) are tracked, and only elements lying mostly (at least half of their
+skeleton) inside it; bone within ``margin_voxels`` of the region is decomposed with it,
+so that the skeleton is not distorted where the region border cuts through trabeculae.
 :func:`~microarch.longitudinal.compare_visits` keeps no margin in a compartment: its
-border is anatomical, and the cortex beyond it would enter the decomposition as a
-shell. Those present at baseline by the
-same test (nearly all) are the population: "lost on AI" are connections present at
-baseline and absent at the last on-AI visit before a post-withdrawal visit; "restored"
-are those of them present again at the post-withdrawal visit; the fraction restored is
-restored / lost (NaN, with a reason, when nothing was lost). The counts are also split
-into connections through rods and through plates. New connections formed after baseline
-are not counted: they have no baseline element to follow.
+border is anatomical, and the cortex beyond it would enter the decomposition as a shell.
+Those present at baseline by the same test (nearly all) are the population: "lost on AI"
+are connections present at baseline and absent at the last on-AI visit before a
+post-withdrawal visit; "restored" are those of them present again at the post-withdrawal
+visit; the fraction restored is restored / lost (NaN, with a reason, when nothing was
+lost). The counts are also split into connections through rods and through plates. New
+connections formed after baseline are not counted: they have no baseline element to
+follow.
 
 Validation (``tests/longitudinal/test_longitudinal_connections.py``): on Voronoi
 phantoms seen through 1-2 degree rotations and 1-2 voxel shifts, registered, resampled
