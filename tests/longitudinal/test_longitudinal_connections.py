@@ -548,19 +548,20 @@ def test_compare_visits_tracks_the_lattice(lattice_visits):
         compare_visits(visits, measure=no_measure, connection_options={"tolerance_voxels": -1})
 
 
-@pytest.mark.parametrize("seed", [1000, 1004])
-def test_compare_visits_counts_the_simulated_severed_rods(seed):
-    """A simulated distal radius (82 µm; a quarter of the connecting rods severed on AI,
-    none restored after withdrawal), its visits' true masks registered and compared:
-    the connections lost on AI match the severed rods with both ends in the common
-    region within 10 %. The cortex around the trabecular region stays out of the
+@pytest.mark.parametrize("seed, recovery", [(1000, "withdrawal"), (1004, "reversal")])
+def test_compare_visits_counts_the_simulated_severed_rods(seed, recovery):
+    """A simulated distal radius (82 µm; a quarter of the connecting rods severed on AI;
+    after withdrawal none restored, or in the reversal control all of them), its
+    visits' true masks registered and compared: the connections lost on AI match the
+    severed rods with both ends in the common region within 10 %, and those restored
+    match the restored rods. The cortex around the trabecular region stays out of the
     baseline graph; with a margin of cortex its mid-surface became one plate that
     swallowed the trabeculae attached to it, and a quarter to a third of the severed
     rods went unseen (48 of 65 and 46 of 70 for these seeds)."""
     loss = AILoss(sever_fraction=0.25, thin_rod_bias=0.0, gap_mm=0.2,
                   cavity_volume_fraction=0.003)
     series = simulate_visits((40, 136, 120), spacing=0.082, seed=seed,
-                             recovery="withdrawal", loss=loss)
+                             recovery=recovery, loss=loss)
     visits = [Visit(v.visit, v.role, v.scan.density, spacing=0.082, masks=dict(v.masks))
               for v in series.visits]
     comparison = compare_visits(visits, measure=no_measure, remodelling="none")
@@ -572,12 +573,16 @@ def test_compare_visits_counts_the_simulated_severed_rods(seed):
         return bool((index >= 0).all() and (index < region.shape).all()
                     and region[tuple(index)])
 
-    severed = [rod for rod in series.truth["events"]["severed_rods"]
-               if in_region(rod["a"]) and in_region(rod["b"])]
-    summary = comparison.connections.memory[0]
+    events = series.truth["events"]
+    severed = {rod["id"] for rod in events["severed_rods"]
+               if in_region(rod["a"]) and in_region(rod["b"])}
+    restored = severed.intersection(events["restored_rods"])
     assert len(severed) >= 50
+    assert len(restored) == (len(severed) if recovery == "reversal" else 0)
+    summary = comparison.connections.memory[0]
     assert abs(summary["lost_on_ai"] - len(severed)) <= 0.1 * len(severed)
-    assert summary["restored"] <= 0.2 * len(severed)        # withdrawal restores none
+    # flicker of thin remnants through resampling: a few restored where none were
+    assert abs(summary["restored"] - len(restored)) <= 0.1 * len(severed)
 
 
 def test_compare_visits_without_connections(lattice_visits):
