@@ -19,10 +19,10 @@ and found four to seven times as many lost on AI. With the graph built as
 :func:`~microarch.longitudinal.compare_visits` builds it (no cortex; see Counting),
 96-99 % of the connections found lost on the scans lie at bone the simulator removed,
 and 65-78 % of the severed rods are found (``benchmarks/results/memory.md``); from the
-true masks, registered, the count lost is within 8 % of the severed rods. The price is
-at thick nodes: thinning a node several voxels wide can leave it as two sites a few
-voxels apart (seen on the cut-open outer nodes of a rod lattice at 4 voxels per rod
-diameter).
+true masks, registered, the counts lost and restored are within 5 % of the severed and
+restored rods under strong loss. The price is at thick nodes: thinning a node several
+voxels wide can leave it as two sites a few voxels apart (seen on the cut-open outer
+nodes of a rod lattice at 4 voxels per rod diameter).
 
 A *junction* is a site where two or more elements meet. A *connection* is an element
 spanning between two junctions -- the trabecular segment joining two nodes of the
