@@ -131,9 +131,8 @@ def _match_severed(result, series):
 
     tracked = result.connections
     baseline, on_ai = series["baseline"].reference, series["on_ai"].reference
-    severed, restored = _severed_in_region(result, series)
-    counts = {"severed_in_region": len(severed), "restored_in_region": len(restored),
-              "lost_at_true_loss": 0, "severed_seen": 0}
+    severed, _ = _severed_in_region(result, series)
+    counts = {"severed_in_region": len(severed), "lost_at_true_loss": 0, "severed_seen": 0}
     if tracked is None:
         return counts
     graph, table = tracked.graph, tracked.table()
@@ -153,6 +152,10 @@ def _match_severed(result, series):
         seen.update(labels[tuple(own.T)].tolist())
     counts["severed_seen"] = len(seen.intersection(severed))
     return counts
+
+
+def _total(group, key):
+    return sum(r[key] for r in group)
 
 
 def _groups(rows, args):
@@ -231,10 +234,8 @@ def main(argv=None):
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for height, loss, group in _groups(rows, args):
-        severed = sum(r["severed_in_region"] for r in group)
-        lost = sum(r["tracked_lost"] for r in group)
-        at = sum(r["lost_at_true_loss"] for r in group)
-        seen = sum(r["severed_seen"] for r in group)
+        severed, lost = _total(group, "severed_in_region"), _total(group, "tracked_lost")
+        at, seen = _total(group, "lost_at_true_loss"), _total(group, "severed_seen")
         errors = np.array([abs(r["tracked_index"] - r["truth"]) for r in group])
         lines.append(f"| {height} | {loss} | {severed} | {lost} | "
                      f"{at / lost if lost else float('nan'):.2f} | "
@@ -248,24 +249,22 @@ def main(argv=None):
          "voxel masks, registered and resampled as the scans are), so that only the "
          "tracker and the resampling stand between it and the truth. Lost: connections "
          "lost on AI against the severed rods with both ends in that comparison's "
-         "common region; "
-         "restored: against the severed rods the simulator restored (reversal "
-         "subjects; none for memory 1.0). Relative errors of the sums over a row, and "
-         "the largest per subject (of the lost count)."),
+         "common region; restored: against the severed rods the simulator restored "
+         "(reversal subjects; none for memory 1.0). Relative errors of the sums over a "
+         "row, and the largest per subject (of the lost count)."),
         "",
         ("| height | loss | severed in region | lost (true masks) | error | largest "
          "subject error | restored in region (truth) | restored (true masks) |"),
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for height, loss, group in _groups(rows, args):
-        severed = sum(r["exact_severed_in_region"] for r in group)
-        lost = sum(r["exact_lost"] for r in group)
+        severed, lost = _total(group, "exact_severed_in_region"), _total(group, "exact_lost")
         worst = max(abs(r["exact_lost"] - r["exact_severed_in_region"])
                     / max(r["exact_severed_in_region"], 1) for r in group)
         lines.append(f"| {height} | {loss} | {severed} | {lost} | "
                      f"{(lost - severed) / severed if severed else float('nan'):+.0%} | "
-                     f"{worst:.0%} | {sum(r['exact_restored_in_region'] for r in group)} | "
-                     f"{sum(r['exact_restored'] for r in group)} |")
+                     f"{worst:.0%} | {_total(group, 'exact_restored_in_region')} | "
+                     f"{_total(group, 'exact_restored')} |")
     lines += [
         "",
         "## Every subject",
