@@ -11,9 +11,10 @@ fraction (the share of the surface whose area shrinks).
 
 Method
 ------
-1. Surface: marching cubes (Lewiner, scikit-image) on the binary mask at level 0.5, in
-   index space. Every vertex then sits halfway along the grid edge between a bone and a
-   marrow voxel centre.
+1. Surface: marching cubes on the binary mask at level 0.5, in index space, with
+   scikit-image's Lewiner case table (:mod:`microarch.measure._mesh`). Every vertex then
+   sits halfway along the grid edge between a bone and a marrow voxel centre, except in
+   the few cube configurations whose triangulation uses the cube's centre.
 2. Smoothing: the digitised surface is a staircase full of small creases; measured raw,
    a sphere gives SMI 3.5 and a concave fraction of 0.35. The true surface crosses each of
    those grid edges somewhere between the two voxel centres, so the mesh is smoothed with
@@ -253,9 +254,8 @@ def _degenerate_reason(mask, border, step_size):
 
 def _surface_mesh(mask, spacing, smoothing_iterations, border):
     """Smoothed, outward-wound mesh of ``mask`` in mm, split by the measuring window."""
-    from skimage.measure import marching_cubes
-
     from microarch._kernels.mesh import INSIDE, classify_faces, smooth_constrained
+    from microarch.measure._mesh import binary_marching_cubes
 
     shape = np.array(mask.shape, dtype=float)
     if border == "continue":
@@ -271,17 +271,9 @@ def _surface_mesh(mask, spacing, smoothing_iterations, border):
         lower, upper = np.zeros(3), shape + 1.0
         smoothed_lower, smoothed_upper = lower, upper
     # A layer of marrow around the image closes the mesh.
-    volume = np.pad(mask.view(np.uint8), 1).astype(np.float32)
-    # "ascent" winds the faces so that cross products of (z, y, x) edges point outwards
-    # On a binary volume every vertex is the midpoint of its own grid edge, and no three
-    # edge midpoints of a cube are collinear: no face is degenerate, and scikit-image's
-    # pass that removes such faces would only copy the mesh (65 instead of 46 bytes per
-    # voxel at the peak at 256³, same mesh).
-    vertices, faces, _, _ = marching_cubes(volume, 0.5, gradient_direction="ascent",
-                                           allow_degenerate=True)
+    volume = np.pad(mask.view(np.uint8), 1)
+    vertices, faces = binary_marching_cubes(volume)
     del volume
-    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
-    faces = np.ascontiguousarray(faces)
     # The faces whose vertices may move and that give the vertex normals: all but the
     # layer that closes the mesh around the extension.
     smoothed = classify_faces(vertices, faces, smoothed_lower, smoothed_upper) == INSIDE
@@ -313,8 +305,8 @@ def _measure(mask, spacing, smoothing_iterations, border):
     mesh = _surface_mesh(mask, spacing, smoothing_iterations, border)
     sums = _surface_sums(mesh)
     if sums[4] < 0:
-        # marching cubes wound the faces inwards: reverse them (not expected with
-        # scikit-image's documented convention, but cheap to guard)
+        # the faces are wound inwards: reverse them (not expected, the case table winds
+        # them outwards and its tests check that, but cheap to guard)
         mesh = mesh._replace(faces=np.ascontiguousarray(mesh.faces[:, ::-1]))
         sums = _surface_sums(mesh)
     area, rate_positive, rate_negative, concave_area, volume = sums
