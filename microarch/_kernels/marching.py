@@ -2,7 +2,7 @@
 
 The volume is a C-contiguous uint8 array of 0 and 1 whose outermost layer is 0, so the
 surface is closed. The cube at (z, y, x) has its corners at (z + dz, y + dy, x + dx) for
-dz, dy, dx in {0, 1}; corner ``4 dz + 2 dy + dx`` is bit that of the cube's case number.
+dz, dy, dx in {0, 1}; corner ``4 dz + 2 dy + dx`` is that bit of the cube's case number.
 Surface vertices sit halfway along the grid edges that join a 1 and a 0 (and, in some
 cases, at a cube's centre). A triangle corner is coded 0-11 for an edge of the cube,
 ``4 * axis + 2 * a + b`` with ``a``, ``b`` the edge's offsets along the two other axes in
@@ -10,8 +10,8 @@ cases, at a cube's centre). A triangle corner is coded 0-11 for an edge of the c
 
 Vertices are numbered row by row, (z, y) in raster order, and within a row by x and then
 edge along z, y, x, then centre. A first pass counts the vertices and triangles of every
-row; a second computes the rows in parallel, each writing only its own slice of the
-output, so the mesh does not depend on the number of threads.
+row; a second fills the planes of cubes in parallel, each writing only its own rows'
+slices of the output, so the mesh does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -58,54 +58,69 @@ def count_rows(volume, n_triangles, has_centre):
 @njit(parallel=True)
 def fill_rows(volume, n_triangles, has_centre, corners, vertex_start, face_start, vertices,
               faces):
-    """Write each cube row's vertices (index coordinates) and faces from its starts."""
+    """Write each cube row's vertices (index coordinates) and faces from its starts.
+
+    One task per z plane of cubes walks its rows along y, keeping the vertex ids of the
+    two grid rows below and above each cube row so that every grid row is read once per
+    task (twice in all: by the planes of cubes above and below it).
+    """
     nz, ny, nx = volume.shape
-    for row in prange((nz - 1) * (ny - 1)):
-        z, y = row // (ny - 1), row % (ny - 1)
-        if face_start[row + 1] == face_start[row]:
-            continue
-        # ids[r, x, k]: vertex of the edge along axis k (3: centre) at (z + dz, y + dy, x),
-        # r = 2 dz + dy; only the edges that cross the surface are ever looked up
-        ids = np.empty((4, nx, 4), np.int64)
-        for r in range(4):
-            zz, yy = z + (r >> 1), y + (r & 1)
-            if zz == nz - 1 or yy == ny - 1:
-                continue  # the outer layer of 0s: no edge there crosses
-            n = vertex_start[zz * (ny - 1) + yy]
+    for z in prange(nz - 1):
+        # ids[y & 1, dz, x, k]: vertex of the edge along axis k (3: the cube's centre) at
+        # (z + dz, y, x); only the edges that cross the surface are ever looked up
+        ids = np.empty((2, 2, nx, 4), np.int64)
+        for dz in range(2):
+            _row_ids(volume, has_centre, vertex_start, z + dz, 0, dz == 0, ids[0, dz],
+                     vertices)
+        for y in range(ny - 1):
+            low, high = y & 1, (y + 1) & 1
+            for dz in range(2):
+                _row_ids(volume, has_centre, vertex_start, z + dz, y + 1, dz == 0,
+                         ids[high, dz], vertices)
+            f = face_start[z * (ny - 1) + y]
             for x in range(nx - 1):
-                value = volume[zz, yy, x]
-                for axis in range(3):
-                    other = (volume[zz + 1, yy, x] if axis == 0 else
-                             (volume[zz, yy + 1, x] if axis == 1 else volume[zz, yy, x + 1]))
-                    if other != value:
-                        ids[r, x, axis] = n
-                        if r == 0:
-                            vertices[n, 0] = zz + (0.5 if axis == 0 else 0.0)
-                            vertices[n, 1] = yy + (0.5 if axis == 1 else 0.0)
-                            vertices[n, 2] = x + (0.5 if axis == 2 else 0.0)
-                        n += 1
-                if has_centre[_case(volume, zz, yy, x)]:
-                    ids[r, x, 3] = n
-                    if r == 0:
-                        vertices[n, 0] = zz + 0.5
-                        vertices[n, 1] = yy + 0.5
-                        vertices[n, 2] = x + 0.5
-                    n += 1
-        f = face_start[row]
-        for x in range(nx - 1):
-            case = _case(volume, z, y, x)
-            for t in range(n_triangles[case]):
-                for k in range(3):
-                    code = corners[case, 3 * t + k]
-                    if code == CENTRE:
-                        faces[f, k] = ids[0, x, 3]
-                        continue
-                    axis, offsets = code >> 2, code & 3
-                    a, b = offsets >> 1, offsets & 1
-                    if axis == 0:
-                        faces[f, k] = ids[a, x + b, 0]
-                    elif axis == 1:
-                        faces[f, k] = ids[2 * a, x + b, 1]
-                    else:
-                        faces[f, k] = ids[2 * a + b, x, 2]
-                f += 1
+                case = _case(volume, z, y, x)
+                for t in range(n_triangles[case]):
+                    for k in range(3):
+                        code = corners[case, 3 * t + k]
+                        if code == CENTRE:
+                            faces[f, k] = ids[low, 0, x, 3]
+                            continue
+                        axis, offsets = code >> 2, code & 3
+                        a, b = offsets >> 1, offsets & 1  # along the other two axes
+                        if axis == 0:
+                            faces[f, k] = ids[high if a else low, 0, x + b, 0]
+                        elif axis == 1:
+                            faces[f, k] = ids[low, a, x + b, 1]
+                        else:
+                            faces[f, k] = ids[high if b else low, a, x, 2]
+                    f += 1
+
+
+@njit(inline="always")
+def _row_ids(volume, has_centre, vertex_start, z, y, write, ids, vertices):
+    """Number the vertices of grid row (z, y) into ``ids`` (x, axis or 3 for the centre)
+    from the row's start; with ``write``, also store their coordinates."""
+    nz, ny, nx = volume.shape
+    if z == nz - 1 or y == ny - 1:
+        return  # the outer layer of 0s: no edge there crosses
+    n = vertex_start[z * (ny - 1) + y]
+    for x in range(nx - 1):
+        value = volume[z, y, x]
+        for axis in range(3):
+            other = (volume[z + 1, y, x] if axis == 0 else
+                     (volume[z, y + 1, x] if axis == 1 else volume[z, y, x + 1]))
+            if other != value:
+                ids[x, axis] = n
+                if write:
+                    vertices[n, 0] = z + (0.5 if axis == 0 else 0.0)
+                    vertices[n, 1] = y + (0.5 if axis == 1 else 0.0)
+                    vertices[n, 2] = x + (0.5 if axis == 2 else 0.0)
+                n += 1
+        if has_centre[_case(volume, z, y, x)]:
+            ids[x, 3] = n
+            if write:
+                vertices[n, 0] = z + 0.5
+                vertices[n, 1] = y + 0.5
+                vertices[n, 2] = x + 0.5
+            n += 1
