@@ -33,6 +33,16 @@ def _case(volume, z, y, x):
     return case
 
 
+@njit(inline="always")
+def _crosses(volume, z, y, x, axis):
+    """Whether the grid edge from (z, y, x) along ``axis`` joins a 1 and a 0."""
+    if axis == 0:
+        return volume[z + 1, y, x] != volume[z, y, x]
+    if axis == 1:
+        return volume[z, y + 1, x] != volume[z, y, x]
+    return volume[z, y, x + 1] != volume[z, y, x]
+
+
 @njit(parallel=True)
 def count_rows(volume, n_triangles, has_centre):
     """Vertices and triangles of each cube row (z, y): two (nz - 1, ny - 1) int64 arrays."""
@@ -44,9 +54,8 @@ def count_rows(volume, n_triangles, has_centre):
             n_vertices = 0
             n_faces = 0
             for x in range(nx - 1):
-                value = volume[z, y, x]
-                n_vertices += ((volume[z + 1, y, x] != value) + (volume[z, y + 1, x] != value)
-                               + (volume[z, y, x + 1] != value))
+                for axis in range(3):
+                    n_vertices += _crosses(volume, z, y, x, axis)
                 case = _case(volume, z, y, x)
                 n_vertices += has_centre[case]
                 n_faces += n_triangles[case]
@@ -106,11 +115,8 @@ def _row_ids(volume, has_centre, vertex_start, z, y, write, ids, vertices):
         return  # the outer layer of 0s: no edge there crosses
     n = vertex_start[z * (ny - 1) + y]
     for x in range(nx - 1):
-        value = volume[z, y, x]
         for axis in range(3):
-            other = (volume[z + 1, y, x] if axis == 0 else
-                     (volume[z, y + 1, x] if axis == 1 else volume[z, y, x + 1]))
-            if other != value:
+            if _crosses(volume, z, y, x, axis):
                 ids[x, axis] = n
                 if write:
                     vertices[n, 0] = z + (0.5 if axis == 0 else 0.0)
