@@ -166,7 +166,7 @@ def _ball_radius_sq(phase, spacing, *, convention, edge, sites=None, targets=Non
         del voxel_d2
         keys = _doubled_ridge(field, mode, spacing, edge_sites, reach, tables)  # cube overlap
     keys.sort()  # by squared radius, in place
-    n_chunks = max(1, 4 * _numba_threads())
+    n_chunks = _numba_threads()  # paint() balances one chunk per thread
     if targets is None:
         targets = phase if sites is None else ~sites
     return kernels.paint(targets, keys, nj2, ni2, hz, hy, hx, cube_overlap, n_chunks)

@@ -183,15 +183,21 @@ def _paint_by_brute_force(targets, centres, radius2, spacing, cube_overlap):
 
 
 @pytest.mark.parametrize("cube_overlap", [True, False])
-@pytest.mark.parametrize("n_chunks", [1, 3, 8])
-def test_paint_equals_brute_force_across_tiles_blocks_and_chunks(cube_overlap, n_chunks):
-    # 37 x 41 x 45 voxels: several 16-voxel blocks along each axis, partial at the end
+@pytest.mark.parametrize("n_chunks", [1, 3, 8, 12])
+@pytest.mark.parametrize("layout", ["uniform", "uneven"])
+def test_paint_equals_brute_force_across_tiles_blocks_and_chunks(cube_overlap, n_chunks,
+                                                                  layout):
+    # 37 x 41 x 45 voxels: several 16-voxel blocks along each axis, partial at the end;
+    # 10 layers of tiles, so 12 chunks leave some empty. "uneven" puts most targets in a
+    # few slices, so that the chunks, which balance target counts, are of unequal depth.
     from microarch._kernels import thickness as kernels
 
     rng = np.random.default_rng(7)
     shape = (37, 41, 45)
     spacing = np.array([0.9, 1.0, 1.2])
     targets = rng.random(shape) < 0.8
+    if layout == "uneven":
+        targets[:, :30] &= (np.arange(shape[0]) > 28)[:, None, None]
     n = 300
     doubled = np.stack([rng.integers(0, 2 * s - 1, n) for s in shape], axis=1)
     # distinct squared radii well apart, so float32 rounding decides no tie
@@ -203,3 +209,16 @@ def test_paint_equals_brute_force_across_tiles_blocks_and_chunks(cube_overlap, n
     painted = kernels.paint(targets, keys, nj2, ni2, *spacing, cube_overlap, n_chunks)
     expected = _paint_by_brute_force(targets, doubled / 2.0, radius2, spacing, cube_overlap)
     np.testing.assert_array_equal(painted, expected.astype(np.float32))
+
+
+@pytest.mark.parametrize(("per_layer", "n_chunks", "expected"), [
+    ([5, 5, 5, 5], 2, [0, 2, 4]),
+    ([1, 1, 1, 1, 1, 1, 10, 10], 2, [0, 7, 8]),  # the middle of layer 6 is before the goal
+    ([0, 0, 0], 2, [0, 3, 3]),  # no targets: the first chunk takes everything
+    ([3], 3, [0, 0, 1, 1]),  # more chunks than layers: the layer's middle is in the 2nd
+])
+def test_paint_chunks_hold_equal_target_counts(per_layer, n_chunks, expected):
+    from microarch._kernels.thickness import _balanced_layers
+
+    start = _balanced_layers(np.array(per_layer, np.int64), n_chunks)
+    assert start.tolist() == expected
