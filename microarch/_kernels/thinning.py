@@ -198,38 +198,61 @@ def topology_codes(codes):
 # ---------------------------------------------------------------------------------------
 
 
-@njit
-def _initial_border(img, offsets, index_type):
-    """Flat indices of the object voxels that have a background face neighbour."""
-    n = 0
-    for p in range(img.size):
-        if img[p] & OBJECT:
-            for b in (4, 10, 12, 14, 16, 22):
-                if not img[p + offsets[b]] & OBJECT:
-                    n += 1
-                    break
-    border = np.empty(n, index_type.dtype)
-    n = 0
-    for p in range(img.size):
-        if img[p] & OBJECT:
-            for b in (4, 10, 12, 14, 16, 22):
-                if not img[p + offsets[b]] & OBJECT:
-                    border[n] = p
-                    img[p] |= LISTED
-                    n += 1
-                    break
-    return border
+@njit(inline="always")
+def _on_border(img, p, offsets):
+    if not img[p] & OBJECT:
+        return False
+    for b in (4, 10, 12, 14, 16, 22):
+        if not img[p + offsets[b]] & OBJECT:
+            return True
+    return False
 
 
-@njit
+@njit(parallel=True)
+def _initial_border(img, offsets, plane, index_type):
+    """Flat indices (in raster order) of the object voxels that have a background face
+    neighbour, and the number of object voxels. ``plane`` is the z stride; the planes are
+    scanned in parallel."""
+    n_planes = img.size // plane
+    border_counts = np.zeros(n_planes + 1, np.int64)
+    object_counts = np.zeros(n_planes, np.int64)
+    # the first and last planes are padding: background only
+    for z in prange(1, n_planes - 1):
+        k = 0
+        objects = 0
+        for p in range(z * plane, (z + 1) * plane):
+            if img[p] & OBJECT:
+                objects += 1
+                if _on_border(img, p, offsets):
+                    k += 1
+        border_counts[z + 1] = k
+        object_counts[z] = objects
+    for z in range(n_planes):
+        border_counts[z + 1] += border_counts[z]
+    border = np.empty(border_counts[n_planes], index_type.dtype)
+    for z in prange(1, n_planes - 1):
+        k = border_counts[z]
+        for p in range(z * plane, (z + 1) * plane):
+            if _on_border(img, p, offsets):
+                border[k] = p
+                k += 1
+    # flags only after every plane is read: LISTED does not touch the OBJECT bit, but a
+    # plane's neighbours are read by other threads
+    for i in prange(border.size):
+        img[border[i]] |= LISTED | DIRTY
+    return border, object_counts.sum()
+
+
+@njit(parallel=True)
 def _anchor_isthmuses(img, border, born, n, isthmus, step, persistence, ratio):
     """Track how long border voxels have been isthmuses; anchor those that persisted.
 
     ``born[i]`` is the peel at which voxel ``border[i]`` last became an isthmus (-1: it
     is not one). Only voxels whose neighbourhood changed (DIRTY) are re-examined;
-    ``isthmus`` holds their state from :func:`_examine_isthmuses`.
+    ``isthmus`` holds their state from :func:`_examine_isthmuses`. Each entry touches
+    only its own voxel's flags, so the entries are processed in parallel.
     """
-    for i in range(n):
+    for i in prange(n):
         p = border[i]
         flags = img[p]
         if not flags & OBJECT or flags & ANCHORED:
@@ -285,19 +308,80 @@ def _delete_simple(img, candidates, lo, hi, deleted, offsets, step, keep_thin):
             deleted[i] = 1
 
 
-@njit
-def _compact(img, border, born, n):
-    """Drop deleted and anchored voxels from the border list (in place); new length."""
-    m = 0
-    for i in range(n):
-        p = border[i]
-        if img[p] & OBJECT and not img[p] & ANCHORED:
-            border[m] = p
-            born[m] = born[i]
-            m += 1
-        elif img[p] & OBJECT:
-            img[p] &= ~LISTED
-    return m
+_LIST_CHUNKS = 64  # fixed, so that list order does not depend on the thread count
+
+
+@njit(inline="always")
+def _chunk(c, n):
+    size = (n + _LIST_CHUNKS - 1) // _LIST_CHUNKS
+    return c * size, min(n, (c + 1) * size)
+
+
+@njit(inline="always")
+def _kept(flags):
+    return flags & OBJECT and not flags & ANCHORED
+
+
+@njit(parallel=True)
+def _compact(img, border, born, n, border_out, born_out):
+    """Copy the border entries still to thin (not deleted, not anchored) to
+    ``border_out``/``born_out`` in order; return how many. Anchored voxels leave the list.
+
+    Parallel in two passes over fixed chunks: count, then write at the chunk's offset.
+    """
+    counts = np.zeros(_LIST_CHUNKS + 1, np.int64)
+    for c in prange(_LIST_CHUNKS):
+        lo, hi = _chunk(c, n)
+        k = 0
+        for i in range(lo, hi):
+            if _kept(img[border[i]]):
+                k += 1
+        counts[c + 1] = k
+    for c in range(_LIST_CHUNKS):
+        counts[c + 1] += counts[c]
+    for c in prange(_LIST_CHUNKS):
+        lo, hi = _chunk(c, n)
+        m = counts[c]
+        for i in range(lo, hi):
+            p = border[i]
+            if _kept(img[p]):
+                border_out[m] = p
+                born_out[m] = born[i]
+                m += 1
+            elif img[p] & OBJECT:
+                img[p] &= ~LISTED
+    return counts[_LIST_CHUNKS]
+
+
+@njit(parallel=True)
+def _candidates(img, border, n, step, sz, sy, out):
+    """The border voxels whose face neighbour at ``step`` is background, written to
+    ``out`` grouped by subfield, in list order within a group; returns the 9 group
+    boundaries (group ``s`` is ``out[starts[s]:starts[s + 1]]``)."""
+    counts = np.zeros((_LIST_CHUNKS, 8), np.int64)
+    for c in prange(_LIST_CHUNKS):
+        lo, hi = _chunk(c, n)
+        for i in range(lo, hi):
+            p = border[i]
+            if not img[p + step] & OBJECT:
+                counts[c, _subfield(p, sz, sy)] += 1
+    starts = np.zeros(9, np.int64)
+    fill = np.empty((_LIST_CHUNKS, 8), np.int64)
+    for s in range(8):
+        position = starts[s]
+        for c in range(_LIST_CHUNKS):
+            fill[c, s] = position
+            position += counts[c, s]
+        starts[s + 1] = position
+    for c in prange(_LIST_CHUNKS):
+        lo, hi = _chunk(c, n)
+        for i in range(lo, hi):
+            p = border[i]
+            if not img[p + step] & OBJECT:
+                s = _subfield(p, sz, sy)
+                out[fill[c, s]] = p
+                fill[c, s] += 1
+    return starts
 
 
 @njit(parallel=True)
@@ -320,20 +404,15 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
     offsets = offsets26(strides)
     directions = np.array([sz, -sz, sy, -sy, 1, -1], np.int64)
 
-    start = _initial_border(img, offsets, index_type)
-    total = 0
-    for p in range(img.size):
-        if img[p] & OBJECT:
-            total += 1
+    start, total = _initial_border(img, offsets, sz, index_type)
     # every object voxel enters the list at most once
     border = np.empty(total, index_type.dtype)
     born = np.full(total, -1, np.int32)
     n = start.size
     border[:n] = start
-    for i in range(n):
-        img[border[i]] |= DIRTY
+    spare_border = np.empty(total, index_type.dtype)
+    spare_born = np.empty(total, np.int32)
     candidates = np.empty(total, index_type.dtype)
-    bucket = np.empty(total, index_type.dtype)
     deleted = np.zeros(total, np.uint8)
 
     iteration = 0
@@ -345,16 +424,12 @@ def thin(img, strides, persistence, ratio, curves, surfaces, max_iterations, ind
             # serial one, numba runs them on one thread
             isthmus = _examine_isthmuses(img, border, n, offsets, curves, surfaces)
             _anchor_isthmuses(img, border, born, n, isthmus, peel, persistence, ratio)
-            n = _compact(img, border, born, n)
+            n = _compact(img, border, born, n, spare_border, spare_born)
+            border, spare_border = spare_border, border
+            born, spare_born = spare_born, born
             step = directions[d]
-            # candidates of this direction, grouped by subfield
-            m = 0
-            for i in range(n):
-                p = border[i]
-                if not img[p + step] & OBJECT:
-                    bucket[m] = p
-                    m += 1
-            starts = _group_by_subfield(bucket, m, sz, sy, candidates)
+            starts = _candidates(img, border, n, step, sz, sy, candidates)
+            m = starts[8]
             deleted[:m] = 0
             for s in range(8):
                 _delete_simple(img, candidates, starts[s], starts[s + 1], deleted,
